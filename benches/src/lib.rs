@@ -1,0 +1,1 @@
+//! Load generator and micro-benchmarks for walship (see benches/README.md).

@@ -1,0 +1,1 @@
+//! `proto`: the wire format shared by replication, votes and clients.

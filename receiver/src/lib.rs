@@ -1,0 +1,1 @@
+//! `receiver`: the follower side of replication — stream, append verbatim, flush, report, replay.

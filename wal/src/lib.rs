@@ -1,0 +1,1 @@
+//! `wal`: walship's storage engine — a segmented, memory-mapped write-ahead log.
