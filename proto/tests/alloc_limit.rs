@@ -1,0 +1,78 @@
+//! Measures the largest single allocation the decoder makes for hostile
+//! headers, with a counting global allocator (one test in this binary, so no
+//! other thread allocates concurrently).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::{BufMut, BytesMut};
+use proto::{FrameCodec, ProtoError};
+use tokio_util::codec::Decoder;
+
+struct Peak;
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Peak {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        PEAK.fetch_max(layout.size(), Ordering::Relaxed);
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        PEAK.fetch_max(new_size, Ordering::Relaxed);
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Peak = Peak;
+
+fn peak_during(f: impl FnOnce()) -> usize {
+    PEAK.store(0, Ordering::SeqCst);
+    f();
+    PEAK.load(Ordering::SeqCst)
+}
+
+#[test]
+fn decoder_allocations_are_bounded_by_the_limit() {
+    const LIMIT: usize = 1 << 20;
+    // Hostile lengths: refused from the header, nothing big allocated.
+    for len in [u32::MAX, (LIMIT + 1) as u32, 0x4745_5420 /* "GET " */] {
+        let mut buf = BytesMut::with_capacity(64);
+        buf.put_u32(len);
+        buf.put_u8(0x12);
+        let peak = peak_during(|| {
+            let r = FrameCodec::established(LIMIT).decode(&mut buf);
+            assert!(matches!(r, Err(ProtoError::FrameTooLarge { .. })), "{r:?}");
+        });
+        assert!(
+            peak < 4096,
+            "allocated {peak} bytes for a refused {len}-byte frame"
+        );
+    }
+    // Before the handshake the limit is 64 KiB even if the codec allows 1 MiB later.
+    let mut buf = BytesMut::with_capacity(64);
+    buf.put_u32(LIMIT as u32);
+    buf.put_u8(0x01);
+    let peak = peak_during(|| {
+        let r = FrameCodec::new(LIMIT).decode(&mut buf);
+        assert!(matches!(r, Err(ProtoError::FrameTooLarge { max, .. }) if max == 64 << 10));
+    });
+    assert!(peak < 4096, "allocated {peak} bytes before the handshake");
+    // A length at the limit: one reservation of about the frame, no more.
+    let mut buf = BytesMut::with_capacity(64);
+    buf.put_u32(LIMIT as u32);
+    buf.put_u8(0x12);
+    let peak = peak_during(|| {
+        assert_eq!(
+            FrameCodec::established(LIMIT).decode(&mut buf).unwrap(),
+            None
+        );
+    });
+    assert!(
+        peak <= 2 * (LIMIT + 4),
+        "allocated {peak} bytes for a {LIMIT}-byte frame"
+    );
+}
