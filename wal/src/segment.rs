@@ -1,0 +1,303 @@
+//! One segment file: fixed size, fully allocated, memory-mapped.
+//!
+//! Safety argument for the raw mapping (used by `wal.rs` and `reader.rs`):
+//! * The file is fully allocated with `fallocate` before it is mapped, and it is
+//!   never shrunk while mapped (segments are only deleted, which keeps the inode
+//!   and the mapping alive), so every access inside `[0, size)` is backed by disk
+//!   blocks: no SIGBUS on a full disk.
+//! * Only the writer (holding the WAL's writer mutex) writes, and only at or above
+//!   `write_lsn`; it publishes new bytes by storing `write_lsn` with Release
+//!   ordering after the copy. Readers load `write_lsn` with Acquire and only form
+//!   `&[u8]` slices below it, so they never observe bytes being written.
+//! * Bytes below `write_lsn` are modified only by `truncate_after`/`reset`, which
+//!   first lower `write_lsn`; callers must not hold `RecordRef`s into a range they
+//!   truncate (documented on those methods).
+//! * The mapping is owned by an `Arc<Segment>`: readers holding the Arc keep it
+//!   mapped even after the segment is removed from the WAL.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use memmap2::{MmapOptions, MmapRaw};
+
+use crate::WalError;
+
+/// How new segments' pages are faulted in before appends reach them. Measured with
+/// `cargo bench --bench wal` (see benches/README.md): `Populate` maps the page-cache
+/// pages at mmap time (a read fault per page, in the preallocating thread), so an
+/// append only takes the cheap write-notify fault; the extents stay "unwritten",
+/// which keeps per-append `fdatasync` as cheap as on a plain fallocated file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(dead_code)]
+pub(crate) enum Prefault {
+    /// No prefaulting: every page is faulted by the first append that touches it.
+    None,
+    /// MAP_POPULATE (read faults) at map time.
+    Populate,
+    /// Write a zero to every page, then fdatasync (extents become "written").
+    TouchWrite,
+}
+
+pub(crate) const PREFAULT: Prefault = Prefault::Populate;
+
+/// File name of the segment starting at `start`: 16 uppercase hex digits + `.wal`.
+pub(crate) fn file_name(start: u64) -> String {
+    format!("{start:016X}.wal")
+}
+
+/// Parses a segment file name back into its start LSN.
+pub(crate) fn parse_file_name(name: &str) -> Option<u64> {
+    let hex = name.strip_suffix(".wal")?;
+    if hex.len() != 16 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+pub(crate) struct Segment {
+    pub start: u64,
+    pub size: u64,
+    pub path: PathBuf,
+    file: File,
+    map: MmapRaw,
+}
+
+impl std::fmt::Debug for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segment")
+            .field("start", &self.start)
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn map(file: &File, path: &Path, size: u64, populate: bool) -> Result<MmapRaw, WalError> {
+    let mut o = MmapOptions::new();
+    o.len(size as usize);
+    if populate {
+        o.populate();
+    }
+    o.map_raw(file).map_err(|e| WalError::io(path, e))
+}
+
+/// fsyncs a directory so that creations/removals/renames in it are durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), WalError> {
+    let d = File::open(dir).map_err(|e| WalError::io(dir, e))?;
+    d.sync_all().map_err(|e| WalError::io(dir, e))
+}
+
+fn fallocate(file: &File, path: &Path, len: u64) -> Result<(), WalError> {
+    let fd = file.as_raw_fd();
+    // SAFETY: plain syscall on an fd we own.
+    let r = unsafe { libc::fallocate(fd, 0, 0, len as libc::off_t) };
+    if r == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => Err(WalError::NoSpace { path: path.into() }),
+        Some(libc::EOPNOTSUPP) => {
+            // SAFETY: plain syscall on an fd we own.
+            let r = unsafe { libc::posix_fallocate(fd, 0, len as libc::off_t) };
+            match r {
+                0 => Ok(()),
+                libc::ENOSPC | libc::EDQUOT => Err(WalError::NoSpace { path: path.into() }),
+                e => Err(WalError::io(path, std::io::Error::from_raw_os_error(e))),
+            }
+        }
+        _ => Err(WalError::io(path, err)),
+    }
+}
+
+impl Segment {
+    /// Creates a new segment durably: tmp file, fallocate the full size, fsync,
+    /// map (prefaulted), rename into place, fsync the directory. On a full disk the
+    /// tmp file is removed and `NoSpace` returned; nothing is mapped before the
+    /// allocation succeeded.
+    pub fn create(dir: &Path, start: u64, size: u64) -> Result<Segment, WalError> {
+        let path = dir.join(file_name(start));
+        let tmp = dir.join(format!("{}.tmp", file_name(start)));
+        let _ = std::fs::remove_file(&tmp);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| WalError::io(&tmp, e))?;
+        if let Err(e) = fallocate(&file, &path, size) {
+            drop(file);
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        let map = map(&file, &tmp, size, PREFAULT == Prefault::Populate)?;
+        let seg = Segment {
+            start,
+            size,
+            path: path.clone(),
+            file,
+            map,
+        };
+        if PREFAULT == Prefault::TouchWrite {
+            let p = seg.map.as_mut_ptr();
+            let mut off = 0usize;
+            while off < size as usize {
+                // SAFETY: in bounds of the mapping; nobody else knows this segment yet.
+                unsafe { p.add(off).write_volatile(0) };
+                off += 4096;
+            }
+            seg.file.sync_data().map_err(|e| WalError::io(&tmp, e))?;
+        } else {
+            seg.file.sync_all().map_err(|e| WalError::io(&tmp, e))?;
+        }
+        std::fs::rename(&tmp, &path).map_err(|e| WalError::io(&path, e))?;
+        sync_dir(dir)?;
+        Ok(seg)
+    }
+
+    /// Opens and maps an existing segment file, checking its size.
+    pub fn open(path: &Path, start: u64, size: u64) -> Result<Segment, WalError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| WalError::io(path, e))?;
+        let len = file.metadata().map_err(|e| WalError::io(path, e))?.len();
+        if len != size {
+            return Err(WalError::Corruption {
+                file: path.into(),
+                offset: 0,
+                reason: format!(
+                    "segment file is {len} bytes, expected the configured segment size {size} \
+                     (wrong segment_size option, or a damaged file)"
+                ),
+            });
+        }
+        let map = map(&file, path, size, false)?;
+        Ok(Segment {
+            start,
+            size,
+            path: path.into(),
+            file,
+            map,
+        })
+    }
+
+    pub fn end(&self) -> u64 {
+        self.start + self.size
+    }
+
+    /// The whole mapping as a slice.
+    ///
+    /// # Safety
+    /// The caller must only read bytes that no one writes concurrently (below the
+    /// published `write_lsn`, or while holding the writer mutex).
+    pub unsafe fn bytes(&self) -> &[u8] {
+        std::slice::from_raw_parts(self.map.as_ptr(), self.size as usize)
+    }
+
+    /// Copies `data` into the mapping at `off`.
+    ///
+    /// # Safety
+    /// The caller holds the writer mutex and writes only above the published
+    /// `write_lsn` (or has lowered it first), so no reader observes these bytes.
+    pub unsafe fn write(&self, off: u64, data: &[u8]) {
+        debug_assert!(off + data.len() as u64 <= self.size);
+        std::ptr::copy_nonoverlapping(
+            data.as_ptr(),
+            self.map.as_mut_ptr().add(off as usize),
+            data.len(),
+        );
+    }
+
+    /// Zeroes `[from, to)` of the mapping.
+    ///
+    /// # Safety
+    /// Same as [`Segment::write`].
+    pub unsafe fn zero(&self, from: u64, to: u64) {
+        debug_assert!(from <= to && to <= self.size);
+        std::ptr::write_bytes(
+            self.map.as_mut_ptr().add(from as usize),
+            0,
+            (to - from) as usize,
+        );
+    }
+
+    /// Zeroes `[from, size)`, using FALLOC_FL_ZERO_RANGE for whole pages so the
+    /// blocks go back to "unwritten" (cheap, and no 64 MiB of dirty zero pages), and
+    /// memset for the partial first page. Then fdatasync.
+    ///
+    /// # Safety
+    /// Same as [`Segment::write`].
+    pub unsafe fn zero_tail_durably(&self, from: u64) -> Result<(), WalError> {
+        let page = 4096u64;
+        let aligned = (from.div_ceil(page) * page).min(self.size);
+        self.zero(from, aligned);
+        if aligned < self.size {
+            let r = libc::fallocate(
+                self.file.as_raw_fd(),
+                libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
+                aligned as libc::off_t,
+                (self.size - aligned) as libc::off_t,
+            );
+            if r != 0 {
+                // Not supported here: fall back to writing zeros through the map.
+                self.zero(aligned, self.size);
+            }
+        }
+        self.sync_data()
+    }
+
+    /// fdatasync of the segment file.
+    pub fn sync_data(&self) -> Result<(), WalError> {
+        self.file
+            .sync_data()
+            .map_err(|e| WalError::io(&self.path, e))
+    }
+
+    /// Touches every page in `[from, size)` with a read so later appends only take
+    /// the write-notify fault (used for the segment that recovery hands to the writer).
+    pub fn prefault_read(&self, from: u64) {
+        let p = self.map.as_ptr();
+        let mut off = from / 4096 * 4096;
+        while off < self.size {
+            // SAFETY: in bounds; a read of a byte (racing writes only change the
+            // value we discard).
+            unsafe { std::ptr::read_volatile(p.add(off as usize)) };
+            off += 4096;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(file_name(0x4000000), "0000000004000000.wal");
+        assert_eq!(parse_file_name("0000000004000000.wal"), Some(0x4000000));
+        assert_eq!(parse_file_name("00000000040000AB.wal"), Some(0x40000AB));
+        assert_eq!(parse_file_name("0000000004000000.wal.tmp"), None);
+        assert_eq!(parse_file_name("term_history"), None);
+        assert_eq!(parse_file_name("4000000.wal"), None);
+    }
+
+    #[test]
+    fn create_allocates_and_maps() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Segment::create(d.path(), 1 << 20, 1 << 20).unwrap();
+        assert_eq!(s.path, d.path().join("0000000000100000.wal"));
+        let md = std::fs::metadata(&s.path).unwrap();
+        assert_eq!(md.len(), 1 << 20);
+        use std::os::unix::fs::MetadataExt;
+        assert!(md.blocks() * 512 >= 1 << 20, "fully allocated");
+        unsafe {
+            s.write(100, b"abc");
+            assert_eq!(&s.bytes()[100..103], b"abc");
+            s.zero_tail_durably(101).unwrap();
+            assert_eq!(&s.bytes()[100..103], b"a\0\0");
+        }
+        assert!(!d.path().join("0000000000100000.wal.tmp").exists());
+    }
+}

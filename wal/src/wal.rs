@@ -1,0 +1,1102 @@
+//! The `Wal` handle: append, group-commit flush, truncation, retention, reset.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use parking_lot::{Mutex, RwLock};
+use tracing::{error, info, warn};
+
+use crate::history::{self, TermSpan};
+use crate::reader::WalReader;
+use crate::record::{self, aligned_len, kind, HEADER_LEN};
+use crate::recovery;
+use crate::segment::{self, Segment};
+use crate::{Lsn, Term, WalError};
+
+/// File holding the log start LSN written by [`Wal::reset`].
+pub(crate) const START_FILE: &str = "wal_start";
+const LOCK_FILE: &str = "LOCK";
+
+/// Options for [`Wal::open`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalOptions {
+    /// Size of every segment file in bytes: a power of two, at least 1 MiB
+    /// (default 64 MiB). Must match the size of existing segments.
+    pub segment_size: u64,
+    /// On damage that recovery cannot attribute to a torn tail, truncate the log at
+    /// the damage (logged) instead of refusing to open.
+    pub repair: bool,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            segment_size: 64 << 20,
+            repair: false,
+        }
+    }
+}
+
+/// Where an appended record landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    /// LSN of the record (its first byte).
+    pub lsn: Lsn,
+    /// LSN just past the record (= the LSN of the next one); flush up to this.
+    pub end: Lsn,
+}
+
+/// What [`Wal::open`] found and did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Oldest retained LSN.
+    pub first_lsn: Lsn,
+    /// End of the recovered log (LSN of the next record).
+    pub write_lsn: Lsn,
+    /// Retained records (PADDING not counted), every one CRC-checked.
+    pub records: u64,
+    /// Retained segment files.
+    pub segments: usize,
+    /// A torn tail that was cut off: `[from, to)`.
+    pub cut_tail: Option<(Lsn, Lsn)>,
+    /// Where the log was truncated because of damage (only with `repair = true`).
+    pub repaired_at: Option<Lsn>,
+    /// Term of the last record (or of the term history's last entry; 0 if none).
+    pub last_term: Term,
+}
+
+/// What [`Wal::truncate_after`] removed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TruncateReport {
+    /// Start of the removed range (the new write LSN).
+    pub from: Lsn,
+    /// End of the removed range (the old write LSN).
+    pub to: Lsn,
+    /// Records removed (PADDING not counted).
+    pub records: u64,
+    /// Segment files deleted.
+    pub segments_removed: usize,
+}
+
+pub(crate) struct Writer {
+    /// Segment holding `pos` (or ending exactly at `pos`).
+    pub cur: Arc<Segment>,
+    /// Write position (= write_lsn, which is published from it).
+    pub pos: u64,
+    /// First LSN of the log in its first segment (set by `reset`).
+    pub log_start: u64,
+    /// Allocated segments following `cur`, contiguous, not yet in the map.
+    ready: VecDeque<Arc<Segment>>,
+    /// Background allocation of the segment starting at .0.
+    pending: Option<(u64, JoinHandle<Result<Segment, WalError>>)>,
+}
+
+pub(crate) struct Inner {
+    pub dir: PathBuf,
+    pub seg_size: u64,
+    pub max_record: u64,
+    /// End of the last appended record. Stored with Release after the bytes are in
+    /// the map; readers load it with Acquire and read only below it.
+    pub write_lsn: AtomicU64,
+    pub flush_lsn: AtomicU64,
+    pub first_lsn: AtomicU64,
+    pub last_term: AtomicU64,
+    poisoned: AtomicBool,
+    poison_cause: Mutex<String>,
+    /// Every retained segment by start LSN (readers, flush, retention).
+    pub segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
+    pub writer: Mutex<Writer>,
+    /// Held by the flush leader, and by truncate/reset (lock order: flush_lock, then
+    /// writer, then history).
+    flush_lock: Mutex<()>,
+    history: Mutex<Vec<TermSpan>>,
+    _lock_file: File,
+    #[cfg(test)]
+    pub fail_next_fsync: AtomicBool,
+}
+
+/// A segmented, memory-mapped write-ahead log. `Send + Sync`: share it as `Arc<Wal>`.
+/// All methods take `&self`; appends are serialized internally, flushes are group
+/// commits, readers never block writers.
+pub struct Wal {
+    inner: Arc<Inner>,
+}
+
+fn seg_start(lsn: u64, size: u64) -> u64 {
+    lsn & !(size - 1)
+}
+
+/// Whether a record of `total` bytes may be written with `rem` bytes left in the
+/// segment: it fits, and leaves either nothing or room for at least a header.
+fn fits(total: u64, rem: u64) -> bool {
+    total <= rem && (total == rem || rem - total >= HEADER_LEN as u64)
+}
+
+fn write_atomically(dir: &Path, name: &str, content: &[u8]) -> Result<(), WalError> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = File::create(&tmp).map_err(|e| WalError::io(&tmp, e))?;
+    f.write_all(content).map_err(|e| WalError::io(&tmp, e))?;
+    f.sync_all().map_err(|e| WalError::io(&tmp, e))?;
+    drop(f);
+    std::fs::rename(&tmp, &path).map_err(|e| WalError::io(&path, e))?;
+    segment::sync_dir(dir)
+}
+
+fn read_start_file(dir: &Path) -> Result<Option<u64>, WalError> {
+    let path = dir.join(START_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(t) => t
+            .trim()
+            .parse::<Lsn>()
+            .map(|l| Some(l.0))
+            .map_err(|e| WalError::Corruption {
+                file: path.clone(),
+                offset: 0,
+                reason: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(WalError::io(&path, e)),
+    }
+}
+
+/// Checks that a record-aligned `lsn` can start a log: 8-aligned and not inside the
+/// last < HEADER_LEN bytes of a segment.
+fn check_log_start(lsn: u64, size: u64) -> Result<(), WalError> {
+    let rem = seg_start(lsn, size) + size - lsn;
+    if !lsn.is_multiple_of(record::ALIGN) || (rem != size && rem < HEADER_LEN as u64) {
+        return Err(WalError::InvalidArgument(format!(
+            "{} cannot start a log: not a possible record boundary",
+            Lsn(lsn)
+        )));
+    }
+    Ok(())
+}
+
+impl Writer {
+    fn next_start(&self) -> u64 {
+        self.ready
+            .back()
+            .map(|s| s.end())
+            .unwrap_or_else(|| self.cur.end())
+    }
+
+    /// Makes sure `n` allocated segments follow `cur`. Waits for the background
+    /// allocation if one is running; allocates synchronously otherwise.
+    fn obtain(&mut self, inner: &Inner, n: usize) -> Result<(), WalError> {
+        while self.ready.len() < n {
+            let want = self.next_start();
+            let seg = match self.pending.take() {
+                Some((start, h)) if start == want => match h.join() {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        error!(
+                            "WAL segment preallocation thread panicked; allocating segment {} synchronously",
+                            segment::file_name(want)
+                        );
+                        Segment::create(&inner.dir, want, inner.seg_size)?
+                    }
+                },
+                Some((_, h)) => {
+                    if let Ok(Ok(s)) = h.join() {
+                        let _ = std::fs::remove_file(&s.path);
+                    }
+                    Segment::create(&inner.dir, want, inner.seg_size)?
+                }
+                None => Segment::create(&inner.dir, want, inner.seg_size)?,
+            };
+            self.ready.push_back(Arc::new(seg));
+        }
+        Ok(())
+    }
+
+    /// Starts allocating the segment after the last allocated one in the
+    /// background (create, fallocate, map + prefault, fsync, rename, fsync dir).
+    fn kick(&mut self, inner: &Inner) {
+        if self.pending.is_some() || !self.ready.is_empty() {
+            return;
+        }
+        let start = self.next_start();
+        let dir = inner.dir.clone();
+        let size = inner.seg_size;
+        match std::thread::Builder::new()
+            .name("wal-prealloc".into())
+            .spawn(move || Segment::create(&dir, start, size))
+        {
+            Ok(h) => self.pending = Some((start, h)),
+            Err(e) => warn!(
+                error = %e,
+                "cannot start the WAL segment preallocation thread; the next segment will be \
+                 allocated on the append path"
+            ),
+        }
+    }
+
+    /// Moves the writer to the next allocated segment (which `obtain` provided).
+    fn rollover(&mut self, inner: &Inner) -> Result<(), WalError> {
+        let Some(next) = self.ready.pop_front() else {
+            return Err(WalError::InvalidArgument(
+                "internal error: rollover without an allocated segment".into(),
+            ));
+        };
+        debug_assert_eq!(next.start, self.cur.end());
+        inner.segments.write().insert(next.start, next.clone());
+        self.pos = next.start;
+        self.cur = next;
+        Ok(())
+    }
+
+    /// Stops background allocation and deletes allocated-but-unused segments.
+    fn drain(&mut self) {
+        if let Some((_, h)) = self.pending.take() {
+            if let Ok(Ok(s)) = h.join() {
+                let _ = std::fs::remove_file(&s.path);
+            }
+        }
+        for s in self.ready.drain(..) {
+            let _ = std::fs::remove_file(&s.path);
+        }
+    }
+
+    /// Writes a PADDING record over the rest of `cur`.
+    fn pad(&mut self, term: Term) {
+        let rem = self.cur.end() - self.pos;
+        if rem == 0 {
+            return;
+        }
+        let mut hdr = [0u8; HEADER_LEN];
+        let len = rem as usize - HEADER_LEN;
+        record::fill_header_zero_payload(&mut hdr, self.pos, term, kind::PADDING, len, None);
+        let off = self.pos - self.cur.start;
+        // SAFETY: writer mutex held; writing at/after write_lsn (unpublished bytes).
+        unsafe {
+            self.cur.write(off, &hdr);
+            self.cur.zero(off + HEADER_LEN as u64, self.cur.size);
+        }
+        self.pos = self.cur.end();
+    }
+
+    /// Writes one record at `pos`, padding and rolling over first if it does not fit
+    /// (the segment must have been obtained).
+    fn put(
+        &mut self,
+        inner: &Inner,
+        term: Term,
+        k: u8,
+        payload: &[u8],
+    ) -> Result<Appended, WalError> {
+        let total = aligned_len(payload.len());
+        if !fits(total, self.cur.end() - self.pos) {
+            self.pad(term);
+            self.rollover(inner)?;
+        }
+        let mut hdr = [0u8; HEADER_LEN];
+        record::fill_header(&mut hdr, self.pos, term, k, payload);
+        let off = self.pos - self.cur.start;
+        // SAFETY: writer mutex held; writing at/after write_lsn (unpublished bytes),
+        // inside the segment (checked by `fits`).
+        unsafe {
+            self.cur.write(off, &hdr);
+            self.cur.write(off + HEADER_LEN as u64, payload);
+            let end = off + HEADER_LEN as u64 + payload.len() as u64;
+            if end < off + total {
+                self.cur.zero(end, off + total);
+            }
+        }
+        let lsn = self.pos;
+        self.pos += total;
+        Ok(Appended {
+            lsn: Lsn(lsn),
+            end: Lsn(self.pos),
+        })
+    }
+}
+
+/// How many new segments writing records of these total sizes from `pos` needs.
+fn segments_needed(pos: u64, cur_end: u64, size: u64, totals: impl Iterator<Item = u64>) -> usize {
+    let (mut pos, mut end, mut n) = (pos, cur_end, 0);
+    for t in totals {
+        if !fits(t, end - pos) {
+            pos = end;
+            end += size;
+            n += 1;
+        }
+        pos += t;
+    }
+    n
+}
+
+impl Wal {
+    /// Opens (creating if needed) the WAL in `dir` and recovers it: every retained
+    /// record is CRC-checked, a torn tail of the newest segment is cut (and logged),
+    /// damage elsewhere is [`WalError::Corruption`] unless `opts.repair`. The term
+    /// history is reconciled with the records. Holds an exclusive lock on the
+    /// directory (file `LOCK`) while open.
+    pub fn open(dir: &Path, opts: WalOptions) -> Result<(Wal, RecoveryReport), WalError> {
+        let size = opts.segment_size;
+        if !size.is_power_of_two() || !((1 << 20)..=(1 << 40)).contains(&size) {
+            return Err(WalError::InvalidArgument(format!(
+                "segment_size {size} must be a power of two between 1 MiB and 1 TiB"
+            )));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| WalError::io(dir, e))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock_file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| WalError::io(&lock_path, e))?;
+        // SAFETY: plain syscall on an fd we own.
+        if unsafe { libc::flock(lock_file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(WalError::InvalidArgument(format!(
+                "WAL directory {} is in use by another Wal (lock file {} is held)",
+                dir.display(),
+                lock_path.display()
+            )));
+        }
+        let max_record = record::max_record_len(size);
+
+        // List segment files; drop leftovers of interrupted creations.
+        let mut found = Vec::new();
+        let rd = std::fs::read_dir(dir).map_err(|e| WalError::io(dir, e))?;
+        for ent in rd {
+            let ent = ent.map_err(|e| WalError::io(dir, e))?;
+            let name = ent.file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(".tmp") {
+                let p = ent.path();
+                info!(file = %p.display(), "removing leftover temporary file of an interrupted WAL operation");
+                std::fs::remove_file(&p).map_err(|e| WalError::io(&p, e))?;
+            } else if let Some(start) = segment::parse_file_name(&name) {
+                if start % size != 0 {
+                    return Err(WalError::Corruption {
+                        file: ent.path(),
+                        offset: 0,
+                        reason: format!(
+                            "segment name is not a multiple of the segment size {size} \
+                             (wrong segment_size option?)"
+                        ),
+                    });
+                }
+                found.push((start, ent.path()));
+            }
+        }
+        found.sort();
+        let start_file = read_start_file(dir)?;
+        let persisted = history::load(dir)?;
+
+        let rec = if found.is_empty() {
+            let start = start_file.unwrap_or(0);
+            check_log_start(start, size)?;
+            let seg = Segment::create(dir, seg_start(start, size), size)?;
+            recovery::Recovered {
+                segments: vec![Arc::new(seg)],
+                log_start: start,
+                write_lsn: start,
+                records: 0,
+                terms: Vec::new(),
+                cut: None,
+                repaired_at: None,
+            }
+        } else {
+            recovery::recover(dir, size, max_record, opts.repair, found, start_file)?
+        };
+
+        let first_lsn = rec.log_start.max(rec.segments[0].start);
+        // Reconcile the term history with the scanned records.
+        let mut hist: Vec<TermSpan> = persisted
+            .iter()
+            .filter(|e| e.start.0 < first_lsn)
+            .copied()
+            .collect();
+        for &(t, l) in &rec.terms {
+            while hist.last().is_some_and(|e| e.term > t) {
+                let dropped = hist.pop();
+                warn!(
+                    dropped = ?dropped,
+                    record_term = t,
+                    lsn = %Lsn(l),
+                    "term history entry before the retained WAL has a higher term than the \
+                     retained records; dropping it (the records are CRC-checked and win)"
+                );
+            }
+            if hist.last().is_some_and(|e| e.term == t) {
+                continue;
+            }
+            hist.push(TermSpan {
+                term: t,
+                start: Lsn(l),
+            });
+        }
+        if hist != persisted {
+            if !persisted.is_empty() || !hist.is_empty() {
+                warn!(
+                    was = ?persisted,
+                    now = ?hist,
+                    "term history file disagreed with the recovered WAL records (an interrupted \
+                     append or truncation); rewriting it from the records"
+                );
+            }
+            history::store(dir, &hist)?;
+        }
+        let last_term = hist.last().map(|e| e.term).unwrap_or(0);
+
+        let cur = rec.segments[rec.segments.len() - 1].clone();
+        let segs: BTreeMap<u64, Arc<Segment>> =
+            rec.segments.iter().map(|s| (s.start, s.clone())).collect();
+        let report = RecoveryReport {
+            first_lsn: Lsn(first_lsn),
+            write_lsn: Lsn(rec.write_lsn),
+            records: rec.records,
+            segments: rec.segments.len(),
+            cut_tail: rec.cut,
+            repaired_at: rec.repaired_at,
+            last_term,
+        };
+        let inner = Arc::new(Inner {
+            dir: dir.to_path_buf(),
+            seg_size: size,
+            max_record,
+            write_lsn: AtomicU64::new(rec.write_lsn),
+            flush_lsn: AtomicU64::new(rec.write_lsn),
+            first_lsn: AtomicU64::new(first_lsn),
+            last_term: AtomicU64::new(last_term),
+            poisoned: AtomicBool::new(false),
+            poison_cause: Mutex::new(String::new()),
+            segments: RwLock::new(segs),
+            writer: Mutex::new(Writer {
+                cur,
+                pos: rec.write_lsn,
+                log_start: rec.log_start,
+                ready: VecDeque::new(),
+                pending: None,
+            }),
+            flush_lock: Mutex::new(()),
+            history: Mutex::new(hist),
+            _lock_file: lock_file,
+            #[cfg(test)]
+            fail_next_fsync: AtomicBool::new(false),
+        });
+        inner.writer.lock().kick(&inner);
+        info!(
+            dir = %dir.display(),
+            first_lsn = %report.first_lsn,
+            write_lsn = %report.write_lsn,
+            records = report.records,
+            segments = report.segments,
+            last_term,
+            "WAL opened"
+        );
+        Ok((Wal { inner }, report))
+    }
+
+    fn check_poisoned(&self) -> Result<(), WalError> {
+        if self.inner.poisoned.load(Ordering::Acquire) {
+            return Err(WalError::Poisoned {
+                cause: self.inner.poison_cause.lock().clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn poison(&self, cause: &WalError) {
+        *self.inner.poison_cause.lock() = cause.to_string();
+        self.inner.poisoned.store(true, Ordering::Release);
+        error!(
+            error = %cause,
+            write_lsn = %self.write_lsn(),
+            flush_lsn = %self.flush_lsn(),
+            "WAL poisoned: an fdatasync (or a durable truncation) failed, so data written since \
+             the last successful flush may be lost; every further append and flush fails. \
+             Restart the node to recover from what is on disk"
+        );
+    }
+
+    fn check_append(&self, k: u8, len: usize) -> Result<u64, WalError> {
+        if !kind::is_valid(k) || k == kind::PADDING {
+            return Err(WalError::InvalidArgument(format!(
+                "record kind {k} cannot be appended (valid: {} TERM_START, >= {} application)",
+                kind::TERM_START,
+                kind::FIRST_APP
+            )));
+        }
+        let total = aligned_len(len);
+        if total > self.inner.max_record || len > u32::MAX as usize {
+            return Err(WalError::InvalidArgument(format!(
+                "record of {len} payload bytes exceeds the limit of {} bytes per record",
+                self.inner.max_record - HEADER_LEN as u64
+            )));
+        }
+        Ok(total)
+    }
+
+    /// Adds a term history entry (durably) if `term` is higher than the last term.
+    /// Called with the writer mutex held, before any byte of that term is written.
+    fn note_term(&self, term: Term, at: u64) -> Result<(), WalError> {
+        let last = self.inner.last_term.load(Ordering::Relaxed);
+        if term < last {
+            return Err(WalError::InvalidArgument(format!(
+                "term {term} is lower than the log's last term {last}: terms never decrease"
+            )));
+        }
+        if term > last {
+            let mut h = self.inner.history.lock();
+            let mut next = h.clone();
+            next.push(TermSpan {
+                term,
+                start: Lsn(at),
+            });
+            history::store(&self.inner.dir, &next)?;
+            *h = next;
+        }
+        Ok(())
+    }
+
+    /// Appends one record of `kind` (TERM_START or >= FIRST_APP) in `term` and returns
+    /// its position. The record is visible to readers when this returns but durable
+    /// only after [`Wal::flush`] covers `end`. Fails with `InvalidArgument` for a bad
+    /// kind, a payload over the size limit or a term lower than the last one;
+    /// `NoSpace` if a new segment cannot be allocated (nothing written then).
+    pub fn append(&self, term: Term, kind: u8, payload: &[u8]) -> Result<Appended, WalError> {
+        self.check_poisoned()?;
+        let total = self.check_append(kind, payload.len())?;
+        let inner = &*self.inner;
+        let mut w = inner.writer.lock();
+        let rolls = !fits(total, w.cur.end() - w.pos);
+        if rolls {
+            w.obtain(inner, 1)?;
+        }
+        if term != inner.last_term.load(Ordering::Relaxed) {
+            self.note_term(term, w.pos)?;
+        }
+        let a = w.put(inner, term, kind, payload)?;
+        inner.last_term.store(term, Ordering::Relaxed);
+        inner.write_lsn.store(w.pos, Ordering::Release);
+        if rolls {
+            w.kick(inner);
+        }
+        Ok(a)
+    }
+
+    /// Appends several records in `term` contiguously, all or nothing (every record
+    /// is checked and every needed segment allocated before the first byte is
+    /// written). Returns their positions in order.
+    pub fn append_batch(
+        &self,
+        term: Term,
+        records: &[(u8, &[u8])],
+    ) -> Result<Vec<Appended>, WalError> {
+        self.check_poisoned()?;
+        let mut totals = Vec::with_capacity(records.len());
+        for (k, p) in records {
+            totals.push(self.check_append(*k, p.len())?);
+        }
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let inner = &*self.inner;
+        let mut w = inner.writer.lock();
+        let n = segments_needed(w.pos, w.cur.end(), inner.seg_size, totals.iter().copied());
+        w.obtain(inner, n)?;
+        if term != inner.last_term.load(Ordering::Relaxed) {
+            self.note_term(term, w.pos)?;
+        }
+        let mut out = Vec::with_capacity(records.len());
+        for (k, p) in records {
+            out.push(w.put(inner, term, *k, p)?);
+        }
+        inner.last_term.store(term, Ordering::Relaxed);
+        inner.write_lsn.store(w.pos, Ordering::Release);
+        if n > 0 {
+            w.kick(inner);
+        }
+        Ok(out)
+    }
+
+    /// Follower side: appends raw record bytes received from the leader at `lsn`,
+    /// which must equal `write_lsn`. `bytes` must be whole records (PADDING included);
+    /// every record is checked (CRC, header LSN equal to its position, kind, size
+    /// limit, segment rule, non-decreasing term) before any byte is written; on any
+    /// failure nothing is written. Returns the new write LSN. Term history entries are
+    /// added for term increases.
+    pub fn append_raw(&self, lsn: Lsn, bytes: &[u8]) -> Result<Lsn, WalError> {
+        self.check_poisoned()?;
+        let inner = &*self.inner;
+        let size = inner.seg_size;
+        let mut w = inner.writer.lock();
+        if lsn.0 != w.pos {
+            return Err(WalError::InvalidArgument(format!(
+                "append_raw at {lsn} is not contiguous: the WAL ends at {}",
+                Lsn(w.pos)
+            )));
+        }
+        if bytes.is_empty() {
+            return Ok(lsn);
+        }
+        // Validate everything first.
+        let mut off = 0usize;
+        let mut last_term = inner.last_term.load(Ordering::Relaxed);
+        let mut new_terms = Vec::new();
+        while off < bytes.len() {
+            let p = lsn.0 + off as u64;
+            let rem = seg_start(p, size) + size - p;
+            let lim = bytes.len().min(off + rem as usize);
+            let h = record::check(&bytes[off..lim], p, rem, inner.max_record).map_err(|e| {
+                let why = match e {
+                    record::Invalid::Zero => "all-zero header (not a record)".to_string(),
+                    record::Invalid::Bad(s) => s,
+                };
+                WalError::InvalidArgument(format!(
+                    "append_raw rejected record at {} (byte {off} of {}): {why}; nothing written",
+                    Lsn(p),
+                    bytes.len()
+                ))
+            })?;
+            if h.term < last_term {
+                return Err(WalError::InvalidArgument(format!(
+                    "append_raw rejected record at {}: term {} is lower than the previous term {last_term}; nothing written",
+                    Lsn(p),
+                    h.term
+                )));
+            }
+            if h.term > last_term {
+                new_terms.push(TermSpan {
+                    term: h.term,
+                    start: Lsn(p),
+                });
+                last_term = h.term;
+            }
+            off += h.total() as usize;
+        }
+        let end = lsn.0 + bytes.len() as u64;
+        let n = ((seg_start(end - 1, size) - w.cur.start) / size) as usize;
+        w.obtain(inner, n)?;
+        if !new_terms.is_empty() {
+            let mut h = inner.history.lock();
+            let mut next = h.clone();
+            next.extend_from_slice(&new_terms);
+            history::store(&inner.dir, &next)?;
+            *h = next;
+        }
+        let mut off = 0usize;
+        while off < bytes.len() {
+            if w.pos == w.cur.end() {
+                w.rollover(inner)?;
+            }
+            let chunk = (bytes.len() - off).min((w.cur.end() - w.pos) as usize);
+            // SAFETY: writer mutex held; writing above the published write_lsn,
+            // inside the segment.
+            unsafe { w.cur.write(w.pos - w.cur.start, &bytes[off..off + chunk]) };
+            w.pos += chunk as u64;
+            off += chunk;
+        }
+        inner.last_term.store(last_term, Ordering::Relaxed);
+        inner.write_lsn.store(w.pos, Ordering::Release);
+        if n > 0 {
+            w.kick(inner);
+        }
+        Ok(Lsn(w.pos))
+    }
+
+    /// Makes everything below at least `upto` durable (fdatasync of the segment
+    /// files covering unflushed bytes) and returns the new flush LSN (>= `upto`).
+    /// Group commit: concurrent callers share one fdatasync; the leader flushes up to
+    /// the current write LSN, followers return as soon as their `upto` is covered.
+    /// A failed fdatasync poisons the WAL (see [`WalError::Poisoned`]).
+    /// `upto` beyond the write LSN is `InvalidArgument`.
+    pub fn flush(&self, upto: Lsn) -> Result<Lsn, WalError> {
+        self.check_poisoned()?;
+        let inner = &*self.inner;
+        let f = inner.flush_lsn.load(Ordering::Acquire);
+        if f >= upto.0 {
+            return Ok(Lsn(f));
+        }
+        if upto.0 > inner.write_lsn.load(Ordering::Acquire) {
+            return Err(WalError::InvalidArgument(format!(
+                "cannot flush up to {upto}: the WAL ends at {}",
+                self.write_lsn()
+            )));
+        }
+        let _g = inner.flush_lock.lock();
+        self.check_poisoned()?;
+        let f = inner.flush_lsn.load(Ordering::Acquire);
+        if f >= upto.0 {
+            return Ok(Lsn(f));
+        }
+        let target = inner.write_lsn.load(Ordering::Acquire);
+        let segs: Vec<Arc<Segment>> = {
+            let m = inner.segments.read();
+            m.range(seg_start(f, inner.seg_size)..target)
+                .map(|(_, s)| s.clone())
+                .collect()
+        };
+        for s in &segs {
+            #[cfg(test)]
+            if inner.fail_next_fsync.swap(false, Ordering::SeqCst) {
+                let e = WalError::io(&s.path, std::io::Error::from_raw_os_error(libc::EIO));
+                self.poison(&e);
+                return Err(e);
+            }
+            if let Err(e) = s.sync_data() {
+                self.poison(&e);
+                return Err(e);
+            }
+        }
+        inner.flush_lsn.store(target, Ordering::Release);
+        Ok(Lsn(target))
+    }
+
+    /// End of the last appended record (= LSN of the next one).
+    pub fn write_lsn(&self) -> Lsn {
+        Lsn(self.inner.write_lsn.load(Ordering::Acquire))
+    }
+
+    /// Everything below this LSN is on stable storage.
+    pub fn flush_lsn(&self) -> Lsn {
+        Lsn(self.inner.flush_lsn.load(Ordering::Acquire))
+    }
+
+    /// LSN of the oldest retained record (equal to `write_lsn` for an empty log).
+    pub fn first_lsn(&self) -> Lsn {
+        Lsn(self.inner.first_lsn.load(Ordering::Acquire))
+    }
+
+    /// Term of the last record, or of the last term history entry (0 if none).
+    pub fn last_term(&self) -> Term {
+        self.inner.last_term.load(Ordering::Relaxed)
+    }
+
+    /// Segment size in bytes.
+    pub fn segment_size(&self) -> u64 {
+        self.inner.seg_size
+    }
+
+    /// Largest payload one record may carry.
+    pub fn max_payload(&self) -> usize {
+        (self.inner.max_record - HEADER_LEN as u64) as usize
+    }
+
+    /// The WAL directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// A reader positioned at `from`, which must be a record boundary in
+    /// `[first_lsn, write_lsn]`. It yields records up to the write LSN current at each
+    /// call, skipping PADDING unless `with_padding(true)`, and stays valid when
+    /// segments are removed (it then reports `NotRetained` when it needs one).
+    pub fn reader(&self, from: Lsn) -> Result<WalReader, WalError> {
+        WalReader::new(self.inner.clone(), from.0)
+    }
+
+    /// Appends to `out` the raw bytes of whole records starting at `from` (a record
+    /// boundary): at least one record if any exists beyond `from` (even if larger than
+    /// `max_bytes`), then more while the total stays <= `max_bytes`; never past the
+    /// write LSN and never across a segment end. Returns the end LSN of what was
+    /// copied (`from` if nothing).
+    pub fn read_raw(
+        &self,
+        from: Lsn,
+        max_bytes: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<Lsn, WalError> {
+        crate::reader::read_raw(&self.inner, from.0, max_bytes, out).map(Lsn)
+    }
+
+    /// Drops the records in `[lsn, write_lsn)`: `lsn` must be a record boundary in
+    /// `[first_lsn, write_lsn]`. Later segments are deleted, the tail of the segment
+    /// holding `lsn` is zeroed, then fdatasync and directory fsync, so recovery cannot
+    /// resurrect the removed records; term history entries at or after `lsn` are
+    /// dropped. Callers must not hold `RecordRef`s into the removed range.
+    pub fn truncate_after(&self, lsn: Lsn) -> Result<TruncateReport, WalError> {
+        self.check_poisoned()?;
+        let inner = &*self.inner;
+        let size = inner.seg_size;
+        let _f = inner.flush_lock.lock();
+        let mut w = inner.writer.lock();
+        let old = w.pos;
+        let first = inner.first_lsn.load(Ordering::Acquire);
+        if lsn.0 > old {
+            return Err(WalError::InvalidArgument(format!(
+                "cannot truncate at {lsn}: the WAL ends at {}",
+                Lsn(old)
+            )));
+        }
+        if lsn.0 < first {
+            return Err(WalError::NotRetained {
+                requested: lsn,
+                first: Lsn(first),
+            });
+        }
+        if lsn.0 == old {
+            return Ok(TruncateReport {
+                from: lsn,
+                to: lsn,
+                records: 0,
+                segments_removed: 0,
+            });
+        }
+        // Check that lsn is a record boundary and count what goes.
+        let segs: Vec<Arc<Segment>> = inner
+            .segments
+            .read()
+            .range(seg_start(lsn.0, size)..)
+            .map(|(_, s)| s.clone())
+            .collect();
+        let target = match segs.first() {
+            Some(s) if s.start == seg_start(lsn.0, size) => s.clone(),
+            _ => return Err(WalError::InvalidArgument(format!("no segment holds {lsn}"))),
+        };
+        let walk_from = if target.start < w.log_start {
+            w.log_start
+        } else {
+            target.start
+        };
+        let mut p = walk_from;
+        let mut records = 0u64;
+        let mut at_boundary = p == lsn.0;
+        for s in &segs {
+            if p < s.start {
+                p = s.start;
+            }
+            // SAFETY: bytes below write_lsn, writer mutex held (no concurrent writes).
+            let bytes = unsafe { s.bytes() };
+            while p < s.end() && p < old {
+                if p == lsn.0 {
+                    at_boundary = true;
+                }
+                let Some((l, total, k, _)) = record::peek(&bytes[(p - s.start) as usize..]) else {
+                    break;
+                };
+                if l != p || total == 0 {
+                    break;
+                }
+                if p >= lsn.0 && k != kind::PADDING {
+                    records += 1;
+                }
+                p += total;
+            }
+            if p >= old {
+                break;
+            }
+        }
+        if !at_boundary {
+            return Err(WalError::InvalidArgument(format!(
+                "cannot truncate at {lsn}: not a record boundary"
+            )));
+        }
+        // From here on the files change; a failure poisons the WAL.
+        let res = (|| -> Result<usize, WalError> {
+            w.drain();
+            inner.write_lsn.store(lsn.0, Ordering::Release);
+            let mut removed = 0;
+            {
+                let mut m = inner.segments.write();
+                let later: Vec<u64> = m.range(target.start + 1..).map(|(k, _)| *k).collect();
+                for k in later.into_iter().rev() {
+                    if let Some(s) = m.remove(&k) {
+                        std::fs::remove_file(&s.path).map_err(|e| WalError::io(&s.path, e))?;
+                        removed += 1;
+                    }
+                }
+            }
+            segment::sync_dir(&inner.dir)?;
+            // SAFETY: write_lsn lowered first; the caller holds no RecordRef in the
+            // removed range (documented contract).
+            unsafe { target.zero_tail_durably(lsn.0 - target.start)? };
+            target.prefault_read(lsn.0 - target.start);
+            Ok(removed)
+        })();
+        let removed = match res {
+            Ok(r) => r,
+            Err(e) => {
+                self.poison(&e);
+                return Err(e);
+            }
+        };
+        w.cur = target;
+        w.pos = lsn.0;
+        if inner.flush_lsn.load(Ordering::Acquire) > lsn.0 {
+            inner.flush_lsn.store(lsn.0, Ordering::Release);
+        }
+        {
+            let mut h = inner.history.lock();
+            let next: Vec<TermSpan> = h.iter().filter(|e| e.start < lsn).copied().collect();
+            if next != *h {
+                // If this fails, the next open reconciles the history with the records.
+                history::store(&inner.dir, &next)?;
+                *h = next;
+            }
+            inner
+                .last_term
+                .store(h.last().map(|e| e.term).unwrap_or(0), Ordering::Relaxed);
+        }
+        w.kick(inner);
+        warn!(
+            from = %lsn,
+            to = %Lsn(old),
+            records,
+            segments_removed = removed,
+            "WAL truncated: records in [{lsn}, {}) removed durably; the log continues at {lsn}",
+            Lsn(old)
+        );
+        Ok(TruncateReport {
+            from: lsn,
+            to: Lsn(old),
+            records,
+            segments_removed: removed,
+        })
+    }
+
+    /// Deletes whole segments that lie entirely below `lsn` *and* below the flush
+    /// LSN; never the segment the writer is in. Fsyncs the directory. Returns how
+    /// many segment files were removed. Readers holding a removed segment keep their
+    /// mapping; new reads below the new `first_lsn` get `NotRetained`.
+    pub fn remove_before(&self, lsn: Lsn) -> Result<usize, WalError> {
+        let inner = &*self.inner;
+        let w = inner.writer.lock();
+        let limit = lsn.0.min(inner.flush_lsn.load(Ordering::Acquire));
+        let victims: Vec<Arc<Segment>> = inner
+            .segments
+            .read()
+            .values()
+            .filter(|s| s.end() <= limit && s.start < w.cur.start)
+            .cloned()
+            .collect();
+        if victims.is_empty() {
+            return Ok(0);
+        }
+        let new_first = victims[victims.len() - 1].end().max(w.log_start);
+        inner.first_lsn.store(new_first, Ordering::Release);
+        let mut n = 0;
+        for s in &victims {
+            inner.segments.write().remove(&s.start);
+            std::fs::remove_file(&s.path).map_err(|e| WalError::io(&s.path, e))?;
+            n += 1;
+        }
+        segment::sync_dir(&inner.dir)?;
+        info!(
+            segments = n,
+            first_lsn = %Lsn(new_first),
+            "removed old WAL segments; oldest retained LSN is now {}",
+            Lsn(new_first)
+        );
+        Ok(n)
+    }
+
+    /// The term history: ascending `(term, start)` entries, durable in the file
+    /// `term_history`, maintained on append/append_raw/truncate and reconciled with
+    /// the records on open.
+    pub fn term_history(&self) -> Vec<TermSpan> {
+        self.inner.history.lock().clone()
+    }
+
+    /// Term of the record at `lsn` (any LSN inside the log, including removed
+    /// segments still described by the history); None at or beyond `write_lsn` or
+    /// before the first history entry.
+    pub fn term_at(&self, lsn: Lsn) -> Option<Term> {
+        if lsn >= self.write_lsn() {
+            return None;
+        }
+        history::term_at(&self.inner.history.lock(), lsn)
+    }
+
+    /// Replaces the whole log with an empty one starting at `start` (a record
+    /// boundary of the leader's log, e.g. a checkpoint LSN) and an empty term history.
+    /// See [`Wal::reset_with_history`].
+    pub fn reset(&self, start: Lsn) -> Result<(), WalError> {
+        self.reset_with_history(start, &[])
+    }
+
+    /// Replaces the whole log with an empty one starting at `start`, whose term
+    /// history is the entries of `history` that start before `start` (so
+    /// `last_term()` is the term of the record before `start`). Every segment is
+    /// deleted, the start LSN recorded durably (file `wal_start`), a fresh segment
+    /// created. Used to rebuild a follower from a checkpoint. Callers must not hold
+    /// `RecordRef`s.
+    pub fn reset_with_history(&self, start: Lsn, history: &[TermSpan]) -> Result<(), WalError> {
+        self.check_poisoned()?;
+        let inner = &*self.inner;
+        let size = inner.seg_size;
+        check_log_start(start.0, size)?;
+        let hist: Vec<TermSpan> = history
+            .iter()
+            .filter(|e| e.start < start)
+            .copied()
+            .collect();
+        history::validate(&hist).map_err(WalError::InvalidArgument)?;
+        let _f = inner.flush_lock.lock();
+        let mut w = inner.writer.lock();
+        let res = (|| -> Result<Arc<Segment>, WalError> {
+            w.drain();
+            inner.write_lsn.store(start.0, Ordering::Release);
+            inner.first_lsn.store(start.0, Ordering::Release);
+            {
+                let mut m = inner.segments.write();
+                let all: Vec<u64> = m.keys().copied().collect();
+                for k in all {
+                    if let Some(s) = m.remove(&k) {
+                        std::fs::remove_file(&s.path).map_err(|e| WalError::io(&s.path, e))?;
+                    }
+                }
+            }
+            segment::sync_dir(&inner.dir)?;
+            write_atomically(&inner.dir, START_FILE, format!("{start}\n").as_bytes())?;
+            history::store(&inner.dir, &hist)?;
+            let seg = Arc::new(Segment::create(&inner.dir, seg_start(start.0, size), size)?);
+            inner.segments.write().insert(seg.start, seg.clone());
+            Ok(seg)
+        })();
+        let seg = match res {
+            Ok(s) => s,
+            Err(e) => {
+                self.poison(&e);
+                return Err(e);
+            }
+        };
+        w.cur = seg;
+        w.pos = start.0;
+        w.log_start = start.0;
+        inner.flush_lsn.store(start.0, Ordering::Release);
+        inner
+            .last_term
+            .store(hist.last().map(|e| e.term).unwrap_or(0), Ordering::Relaxed);
+        *inner.history.lock() = hist;
+        w.kick(inner);
+        warn!(start = %start, dir = %inner.dir.display(), "WAL reset: all records removed; the log now starts empty at {start}");
+        Ok(())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn inject_fsync_failure(&self) {
+        self.inner.fail_next_fsync.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Wal {
+    fn drop(&mut self) {
+        // Wait for a background allocation so a reopen never races with it.
+        let pending = self.inner.writer.lock().pending.take();
+        if let Some((_, h)) = pending {
+            let _ = h.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for Wal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wal")
+            .field("dir", &self.inner.dir)
+            .field("first_lsn", &self.first_lsn())
+            .field("write_lsn", &self.write_lsn())
+            .field("flush_lsn", &self.flush_lsn())
+            .finish()
+    }
+}
