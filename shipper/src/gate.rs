@@ -827,6 +827,16 @@ impl SharedGate {
     pub fn pending_waiters(&self) -> usize {
         self.inner.lock().pending_waiters()
     }
+
+    /// [`CommitGate::closed_reason`] (owned).
+    pub fn closed_reason(&self) -> Option<String> {
+        self.inner.lock().closed_reason().map(str::to_string)
+    }
+
+    /// [`CommitGate::policy`] (cloned).
+    pub fn policy(&self) -> Option<StandbyPolicy> {
+        self.inner.lock().policy().cloned()
+    }
 }
 
 #[cfg(test)]

@@ -1,3 +1,4 @@
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Waker;
 
@@ -389,7 +390,10 @@ fn fail_all_releases_everyone_with_outcome_unknown() {
     let err = late.try_result().unwrap().unwrap_err();
     assert!(err.to_string().contains("outcome unknown"), "{err}");
     assert_eq!(gate.pending_waiters(), 0);
+    assert!(gate.closed_reason().unwrap().contains("term 4"));
     gate.reopen();
+    assert_eq!(gate.closed_reason(), None);
+    assert_eq!(gate.policy().unwrap().to_string(), "ANY 1 (a)");
     let mut h = gate.register(150, AckLevel::RemoteFlush);
     gate.update_leader(150, 150);
     gate.update_follower("a", up(150));
@@ -471,6 +475,78 @@ fn many_threads_register_while_progress_is_reported() {
     });
     assert_eq!(gate.pending_waiters(), 0);
     assert_eq!(gate.commit_lsn(), END.next_multiple_of(7));
+}
+
+/// Minimal executor: polls a future on this thread, parking until its waker fires.
+fn block_on<F: Future>(fut: F) -> F::Output {
+    struct ThreadWaker(std::thread::Thread);
+    impl std::task::Wake for ThreadWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
+#[test]
+fn awaiting_a_handle_is_woken_by_another_thread() {
+    let gate = SharedGate::new(CommitGate::new(pol("FIRST 1 (a)"), false));
+    gate.update_leader(500, 500);
+    let waits: Vec<WaitHandle> = (1..=5)
+        .map(|i| gate.register(i * 100, AckLevel::RemoteFlush))
+        .collect();
+    std::thread::scope(|s| {
+        let g2 = gate.clone();
+        s.spawn(move || {
+            for lsn in (0..=500).step_by(50) {
+                g2.update_follower("a", up(lsn));
+                std::thread::yield_now();
+            }
+        });
+        for (i, w) in waits.into_iter().enumerate() {
+            let c = block_on(w).expect("committed");
+            assert!(c >= (i as u64 + 1) * 100);
+        }
+    });
+    assert_eq!(gate.pending_waiters(), 0);
+}
+
+/// Throughput of register + release with many waiters pending (not a pass/fail test):
+/// `cargo test -p shipper --release -- --ignored --nocapture waiter_throughput`
+#[test]
+#[ignore]
+fn waiter_throughput() {
+    const N: u64 = 1_000_000;
+    const PENDING: u64 = 100_000;
+    let mut g = CommitGate::new(pol("ANY 1 (a, b)"), false);
+    g.update_leader(u64::MAX, u64::MAX);
+    let mut handles = std::collections::VecDeque::new();
+    let start = std::time::Instant::now();
+    for i in 1..=N {
+        handles.push_back(g.register(i, AckLevel::RemoteFlush));
+        if i > PENDING {
+            // one ack per write, covering the oldest pending one
+            let who = if i % 2 == 0 { "a" } else { "b" };
+            g.update_follower(who, up(i - PENDING));
+            let mut h = handles.pop_front().unwrap();
+            assert!(h.try_result().is_some());
+        }
+    }
+    let el = start.elapsed();
+    println!(
+        "{N} waiters registered and released one per follower report with {PENDING} pending: \
+         {:.2?} total, {:.0} ns per register+report+release",
+        el,
+        el.as_nanos() as f64 / N as f64
+    );
 }
 
 // ---------------------------------------------------------------------------------------
