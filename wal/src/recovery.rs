@@ -317,7 +317,7 @@ pub(crate) fn recover(
 
     // Apply: remove segments after the newest, cut the newest's tail.
     let mut removed_any = false;
-    for seg in segs.iter().skip(newest + 1) {
+    for seg in segs.iter().take(n).skip(newest + 1) {
         let has_data = first_nonzero(seg, 0).is_some();
         if has_data {
             warn!(file = %seg.path.display(), "removing WAL segment beyond the recovered end of the log");
