@@ -458,6 +458,20 @@ impl Sim {
             if self.leader_term(i) != Some(term) {
                 continue;
             }
+            if self.cfg.mode == ReplicationMode::Sync {
+                // FIRST 1 (n1, n2, ...): the first follower that has everything committed.
+                let n = &self.nodes[i];
+                let first = (0..self.cfg.nodes).find(|j| {
+                    *j != i
+                        && n.match_index
+                            .get(j)
+                            .is_some_and(|m| *m >= n.commit && *m > 0)
+                });
+                let list = first
+                    .map(|j| vec![self.nodes[j].id.clone()])
+                    .unwrap_or_default();
+                self.step(i, Event::SyncStandbys(list));
+            }
             for j in 0..self.cfg.nodes {
                 if j == i {
                     continue;
