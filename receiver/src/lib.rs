@@ -1,1 +1,7 @@
-//! `receiver`: the follower side of replication — stream, append verbatim, flush, report, replay.
+//! `receiver`: the follower side of replication — connect to the leader, stream,
+//! append the WAL bytes verbatim, flush, report progress ([`stream`]), and
+//! replay committed records into a [`state::StateMachine`] (the built-in
+//! [`state::KvStore`]).
+
+pub mod state;
+pub mod stream;

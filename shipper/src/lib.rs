@@ -62,6 +62,7 @@
 pub mod error;
 pub mod gate;
 pub mod progress;
+pub mod sender;
 pub mod standbys;
 
 pub use error::{LsnDisplay, Result, ShipperError};

@@ -1,0 +1,706 @@
+//! The node configuration file (TOML), as INTERFACE.md specifies it.
+//!
+//! Guarantees: an unknown key, a missing required key, a bad value or an
+//! unreadable file is refused with an error that names the key (dotted path,
+//! e.g. `failover.election_timeout`), the value and the reason. Every value
+//! that is not required has the default INTERFACE.md documents.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A configuration problem, always naming the key (or the file) at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The path that was given.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed, a key is unknown, a required key is missing or a
+    /// value has the wrong type. `toml` names the key and the line.
+    #[error("config file {path}: {message}")]
+    Syntax {
+        /// The path that was given.
+        path: PathBuf,
+        /// toml's message (names the key and line).
+        message: String,
+    },
+    /// A key is present and well-typed, but its value is not acceptable.
+    #[error("config key `{key}` = {value:?}: {reason}")]
+    Value {
+        /// Dotted key path.
+        key: String,
+        /// The value as written.
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
+}
+
+fn bad(key: &str, value: impl std::fmt::Display, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Value {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Replication mode (DESIGN.md "Replication modes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Acknowledged when the leader has it.
+    Async,
+    /// `FIRST k (…)`: the first k connected standbys in priority order.
+    Sync,
+    /// `ANY k (…)`: any k standbys (default: a majority with the leader).
+    Quorum,
+}
+
+impl Mode {
+    /// The config/status spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Async => "async",
+            Mode::Sync => "sync",
+            Mode::Quorum => "quorum",
+        }
+    }
+}
+
+/// Per-write acknowledgement level, as PostgreSQL's `synchronous_commit`.
+pub use shipper::AckLevel;
+
+/// When the WAL is flushed to stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalSync {
+    /// Flushed (group commit) before a write is acknowledged.
+    Always,
+    /// Never flushed on the write path (the OS writes back when it likes).
+    Never,
+}
+
+/// One member of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Node id, unique in the cluster.
+    pub id: String,
+    /// Binary protocol address (replication, votes, binary clients).
+    pub addr: SocketAddr,
+    /// HTTP address (data API, health, admin, metrics).
+    pub http: SocketAddr,
+    /// 0: never promoted; higher wins ties.
+    pub priority: u32,
+}
+
+/// `[replication]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicationConfig {
+    /// async | sync | quorum.
+    pub mode: Mode,
+    /// `synchronous_standby_names` syntax, if given.
+    pub standbys: Option<String>,
+    /// Default ack level of a write that names none.
+    pub ack: AckLevel,
+    /// A write not acknowledged in time gets an error (outcome unknown).
+    pub ack_timeout: Duration,
+}
+
+/// `[failover]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailoverConfig {
+    /// Elect a leader automatically.
+    pub auto: bool,
+    /// Leader heartbeat period.
+    pub heartbeat_interval: Duration,
+    /// A follower that hears no leader for this long stands (randomized up to 2x).
+    pub election_timeout: Duration,
+    /// async mode: a candidate further behind than this is not promoted.
+    pub max_lag_on_failover: u64,
+}
+
+/// `[wal]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalConfig {
+    /// Segment size, a power of two >= 1 MiB.
+    pub segment_size: u64,
+    /// Flush before acknowledging, or never.
+    pub sync: WalSync,
+    /// WAL always kept.
+    pub min_retained: u64,
+    /// WAL kept for lagging followers at most.
+    pub max_retained: u64,
+}
+
+/// `[checkpoint]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointConfig {
+    /// Time between checkpoints.
+    pub interval: Duration,
+    /// WAL between checkpoints.
+    pub max_wal: u64,
+}
+
+/// `[security]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityConfig {
+    /// The shared secret, read from `token_file` (None when not configured).
+    pub token: Option<String>,
+}
+
+/// A validated node configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Nodes of another cluster are refused.
+    pub cluster_id: String,
+    /// This node's id; one of `members`.
+    pub node_id: String,
+    /// Where the WAL, votes and checkpoints live (created 0700).
+    pub data_dir: PathBuf,
+    /// Binary protocol listen address.
+    pub listen: SocketAddr,
+    /// HTTP listen address.
+    pub http_listen: SocketAddr,
+    /// Every node of the cluster, this one included.
+    pub members: Vec<Member>,
+    /// `[replication]`.
+    pub replication: ReplicationConfig,
+    /// `[failover]`.
+    pub failover: FailoverConfig,
+    /// `[wal]`.
+    pub wal: WalConfig,
+    /// `[checkpoint]`.
+    pub checkpoint: CheckpointConfig,
+    /// `[security]`.
+    pub security: SecurityConfig,
+}
+
+impl Config {
+    /// This node's member entry.
+    pub fn me(&self) -> &Member {
+        // Invariant enforced by `validate`: node_id is one of members.
+        self.members
+            .iter()
+            .find(|m| m.id == self.node_id)
+            .unwrap_or(&self.members[0])
+    }
+
+    /// The member with this id.
+    pub fn member(&self, id: &str) -> Option<&Member> {
+        self.members.iter().find(|m| m.id == id)
+    }
+
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parse and validate config text; `path` is used in messages and to resolve
+    /// relative `token_file` paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        raw.validate(path)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    cluster_id: String,
+    node_id: String,
+    data_dir: PathBuf,
+    listen: String,
+    http_listen: String,
+    members: Vec<RawMember>,
+    #[serde(default)]
+    replication: RawReplication,
+    #[serde(default)]
+    failover: RawFailover,
+    #[serde(default)]
+    wal: RawWal,
+    #[serde(default)]
+    checkpoint: RawCheckpoint,
+    #[serde(default)]
+    security: RawSecurity,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMember {
+    id: String,
+    addr: String,
+    http: String,
+    #[serde(default = "one")]
+    priority: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawReplication {
+    mode: String,
+    standbys: Option<String>,
+    ack: String,
+    ack_timeout: String,
+}
+
+impl Default for RawReplication {
+    fn default() -> Self {
+        RawReplication {
+            mode: "quorum".into(),
+            standbys: None,
+            ack: "remote_flush".into(),
+            ack_timeout: "5s".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawFailover {
+    auto: bool,
+    heartbeat_interval: String,
+    election_timeout: String,
+    max_lag_on_failover: String,
+}
+
+impl Default for RawFailover {
+    fn default() -> Self {
+        RawFailover {
+            auto: true,
+            heartbeat_interval: "100ms".into(),
+            election_timeout: "1s".into(),
+            max_lag_on_failover: "16MiB".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawWal {
+    segment_size: String,
+    sync: String,
+    min_retained: String,
+    max_retained: String,
+}
+
+impl Default for RawWal {
+    fn default() -> Self {
+        RawWal {
+            segment_size: "64MiB".into(),
+            sync: "always".into(),
+            min_retained: "64MiB".into(),
+            max_retained: "10GiB".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawCheckpoint {
+    interval: String,
+    max_wal: String,
+}
+
+impl Default for RawCheckpoint {
+    fn default() -> Self {
+        RawCheckpoint {
+            interval: "5min".into(),
+            max_wal: "256MiB".into(),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawSecurity {
+    token_file: String,
+}
+
+/// Parse a humantime duration (`100ms`, `5s`, `5min`), naming `key` on error.
+pub fn parse_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(value.trim()).map_err(|e| {
+        bad(
+            key,
+            value,
+            format!("not a duration ({e}); write e.g. \"100ms\" or \"5s\""),
+        )
+    })
+}
+
+/// Parse a size: a plain byte count or a number with B, KiB, MiB, GiB, TiB
+/// (also KB/MB/GB, k/M/G, read as powers of 1024), naming `key` on error.
+pub fn parse_size(key: &str, value: &str) -> Result<u64, ConfigError> {
+    parse_size_str(value).map_err(|reason| bad(key, value, reason))
+}
+
+/// Parse a size string (see [`parse_size`]); the error says why.
+pub fn parse_size_str(value: &str) -> Result<u64, String> {
+    let v = value.trim();
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let unit = unit.trim();
+    let mult: u64 = match unit {
+        "" | "B" | "b" => 1,
+        "KiB" | "KB" | "K" | "k" | "kB" => 1 << 10,
+        "MiB" | "MB" | "M" => 1 << 20,
+        "GiB" | "GB" | "G" => 1 << 30,
+        "TiB" | "TB" | "T" => 1 << 40,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?}; write e.g. \"64MiB\" or \"10GiB\""
+            ))
+        }
+    };
+    if num.is_empty() {
+        return Err("a size needs a number, e.g. \"64MiB\"".into());
+    }
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{num:?} is not a number"))?;
+    let bytes = n * mult as f64;
+    if !(0.0..=(u64::MAX as f64)).contains(&bytes) {
+        return Err("size out of range".into());
+    }
+    Ok(bytes as u64)
+}
+
+fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    use std::net::ToSocketAddrs;
+    if let Ok(a) = value.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    match value.to_socket_addrs() {
+        Ok(mut it) => it
+            .next()
+            .ok_or_else(|| bad(key, value, "resolves to no address")),
+        Err(e) => Err(bad(key, value, format!("not a host:port address ({e})"))),
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
+
+impl RawConfig {
+    fn validate(self, path: &Path) -> Result<Config, ConfigError> {
+        if self.cluster_id.is_empty() || self.cluster_id.len() > 128 {
+            return Err(bad(
+                "cluster_id",
+                &self.cluster_id,
+                "must be 1 to 128 characters",
+            ));
+        }
+        if !valid_id(&self.node_id) {
+            return Err(bad(
+                "node_id",
+                &self.node_id,
+                "must be 1 to 64 characters of letters, digits, '-', '_' or '.'",
+            ));
+        }
+        let listen = parse_addr("listen", &self.listen)?;
+        let http_listen = parse_addr("http_listen", &self.http_listen)?;
+        if self.members.is_empty() {
+            return Err(bad(
+                "members",
+                "[]",
+                "list every node of the cluster, this one included",
+            ));
+        }
+        let mut members = Vec::with_capacity(self.members.len());
+        let mut seen = HashSet::new();
+        for (i, m) in self.members.into_iter().enumerate() {
+            let key = |f: &str| format!("members[{i}].{f}");
+            if !valid_id(&m.id) {
+                return Err(bad(
+                    &key("id"),
+                    &m.id,
+                    "must be 1 to 64 characters of letters, digits, '-', '_' or '.'",
+                ));
+            }
+            if !seen.insert(m.id.clone()) {
+                return Err(bad(&key("id"), &m.id, "duplicate member id"));
+            }
+            members.push(Member {
+                addr: parse_addr(&key("addr"), &m.addr)?,
+                http: parse_addr(&key("http"), &m.http)?,
+                id: m.id,
+                priority: m.priority,
+            });
+        }
+        if !members.iter().any(|m| m.id == self.node_id) {
+            return Err(bad(
+                "node_id",
+                &self.node_id,
+                "is not one of the [[members]] ids",
+            ));
+        }
+
+        let r = self.replication;
+        let mode = match r.mode.as_str() {
+            "async" => Mode::Async,
+            "sync" => Mode::Sync,
+            "quorum" => Mode::Quorum,
+            _ => {
+                return Err(bad(
+                    "replication.mode",
+                    &r.mode,
+                    "expected async, sync or quorum",
+                ))
+            }
+        };
+        let ack: AckLevel = r.ack.parse().map_err(|_| {
+            bad(
+                "replication.ack",
+                &r.ack,
+                "expected local, remote_write, remote_flush or remote_apply",
+            )
+        })?;
+        let ack_timeout = parse_duration("replication.ack_timeout", &r.ack_timeout)?;
+        if ack_timeout.is_zero() {
+            return Err(bad(
+                "replication.ack_timeout",
+                &r.ack_timeout,
+                "must be > 0",
+            ));
+        }
+        if let Some(s) = &r.standbys {
+            if s.trim().is_empty() {
+                return Err(bad(
+                    "replication.standbys",
+                    s,
+                    "empty; leave the key out to use the mode's default",
+                ));
+            }
+        }
+
+        let f = self.failover;
+        let heartbeat_interval =
+            parse_duration("failover.heartbeat_interval", &f.heartbeat_interval)?;
+        let election_timeout = parse_duration("failover.election_timeout", &f.election_timeout)?;
+        if heartbeat_interval.is_zero() {
+            return Err(bad(
+                "failover.heartbeat_interval",
+                &f.heartbeat_interval,
+                "must be > 0",
+            ));
+        }
+        if election_timeout < heartbeat_interval * 2 {
+            return Err(bad(
+                "failover.election_timeout",
+                &f.election_timeout,
+                format!(
+                    "must be at least twice failover.heartbeat_interval ({})",
+                    f.heartbeat_interval
+                ),
+            ));
+        }
+        let max_lag_on_failover =
+            parse_size("failover.max_lag_on_failover", &f.max_lag_on_failover)?;
+
+        let w = self.wal;
+        let segment_size = parse_size("wal.segment_size", &w.segment_size)?;
+        if segment_size < (1 << 20) || !segment_size.is_power_of_two() || segment_size > (1 << 34) {
+            return Err(bad(
+                "wal.segment_size",
+                &w.segment_size,
+                "must be a power of two from 1MiB to 16GiB",
+            ));
+        }
+        let sync = match w.sync.as_str() {
+            "always" => WalSync::Always,
+            "never" => WalSync::Never,
+            _ => return Err(bad("wal.sync", &w.sync, "expected always or never")),
+        };
+        let min_retained = parse_size("wal.min_retained", &w.min_retained)?;
+        let max_retained = parse_size("wal.max_retained", &w.max_retained)?;
+        if max_retained < min_retained {
+            return Err(bad(
+                "wal.max_retained",
+                &w.max_retained,
+                format!("must be >= wal.min_retained ({})", w.min_retained),
+            ));
+        }
+
+        let c = self.checkpoint;
+        let checkpoint = CheckpointConfig {
+            interval: parse_duration("checkpoint.interval", &c.interval)?,
+            max_wal: parse_size("checkpoint.max_wal", &c.max_wal)?,
+        };
+
+        let token = if self.security.token_file.is_empty() {
+            None
+        } else {
+            let p = PathBuf::from(&self.security.token_file);
+            let p = if p.is_relative() {
+                path.parent().unwrap_or(Path::new(".")).join(p)
+            } else {
+                p
+            };
+            let t = std::fs::read_to_string(&p).map_err(|e| {
+                bad(
+                    "security.token_file",
+                    &self.security.token_file,
+                    format!("cannot read {}: {e}", p.display()),
+                )
+            })?;
+            let t = t.trim().to_string();
+            if t.is_empty() {
+                return Err(bad(
+                    "security.token_file",
+                    &self.security.token_file,
+                    "the file is empty",
+                ));
+            }
+            Some(t)
+        };
+
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(bad("data_dir", "", "must not be empty"));
+        }
+
+        Ok(Config {
+            cluster_id: self.cluster_id,
+            node_id: self.node_id,
+            data_dir: self.data_dir,
+            listen,
+            http_listen,
+            members,
+            replication: ReplicationConfig {
+                mode,
+                standbys: r.standbys,
+                ack,
+                ack_timeout,
+            },
+            failover: FailoverConfig {
+                auto: f.auto,
+                heartbeat_interval,
+                election_timeout,
+                max_lag_on_failover,
+            },
+            wal: WalConfig {
+                segment_size,
+                sync,
+                min_retained,
+                max_retained,
+            },
+            checkpoint,
+            security: SecurityConfig { token },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+cluster_id = "c"
+node_id = "n1"
+data_dir = "/tmp/x"
+listen = "127.0.0.1:7400"
+http_listen = "127.0.0.1:7480"
+[[members]]
+id = "n1"
+addr = "127.0.0.1:7400"
+http = "127.0.0.1:7480"
+"#;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(s, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn defaults_match_interface() {
+        let c = parse(MIN).unwrap();
+        assert_eq!(c.replication.mode, Mode::Quorum);
+        assert_eq!(c.replication.ack, AckLevel::RemoteFlush);
+        assert_eq!(c.replication.ack_timeout, Duration::from_secs(5));
+        assert!(c.failover.auto);
+        assert_eq!(c.failover.heartbeat_interval, Duration::from_millis(100));
+        assert_eq!(c.failover.election_timeout, Duration::from_secs(1));
+        assert_eq!(c.failover.max_lag_on_failover, 16 << 20);
+        assert_eq!(c.wal.segment_size, 64 << 20);
+        assert_eq!(c.wal.sync, WalSync::Always);
+        assert_eq!(c.wal.min_retained, 64 << 20);
+        assert_eq!(c.wal.max_retained, 10 << 30);
+        assert_eq!(c.checkpoint.interval, Duration::from_secs(300));
+        assert_eq!(c.checkpoint.max_wal, 256 << 20);
+        assert_eq!(c.security.token, None);
+        assert_eq!(c.me().priority, 1);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = parse(&format!("{MIN}\n[wal]\nsegmnet_size = \"1MiB\"\n")).unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("segmnet_size"), "{s}");
+    }
+
+    #[test]
+    fn bad_value_names_key_and_value() {
+        let e = parse(&format!("{MIN}\n[failover]\nelection_timeout = \"soon\"\n")).unwrap_err();
+        let s = e.to_string();
+        assert!(
+            s.contains("failover.election_timeout") && s.contains("soon"),
+            "{s}"
+        );
+        let e = parse(&format!("{MIN}\n[wal]\nsegment_size = \"3MiB\"\n")).unwrap_err();
+        assert!(e.to_string().contains("wal.segment_size"), "{e}");
+        let e = parse(&format!("{MIN}\n[replication]\nmode = \"eventual\"\n")).unwrap_err();
+        assert!(e.to_string().contains("replication.mode"), "{e}");
+        let e = parse(&MIN.replace("node_id = \"n1\"", "node_id = \"n9\"")).unwrap_err();
+        assert!(e.to_string().contains("node_id"), "{e}");
+        let e = parse(&MIN.replace("addr = \"127.0.0.1:7400\"", "addr = \"nowhere\"")).unwrap_err();
+        assert!(e.to_string().contains("members[0].addr"), "{e}");
+    }
+
+    #[test]
+    fn missing_required_key_is_named() {
+        let e = parse(&MIN.replace("cluster_id = \"c\"", "")).unwrap_err();
+        assert!(e.to_string().contains("cluster_id"), "{e}");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size_str("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_size_str("10GiB").unwrap(), 10 << 30);
+        assert_eq!(parse_size_str("4096").unwrap(), 4096);
+        assert_eq!(parse_size_str("1.5KiB").unwrap(), 1536);
+        assert!(parse_size_str("MiB").is_err());
+        assert!(parse_size_str("3 parsecs").is_err());
+    }
+
+    #[test]
+    fn token_file_is_read_relative_to_config() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tok"), "s3cret\n").unwrap();
+        let text = format!("{MIN}\n[security]\ntoken_file = \"tok\"\n");
+        let c = Config::parse(&text, &dir.path().join("node.toml")).unwrap();
+        assert_eq!(c.security.token.as_deref(), Some("s3cret"));
+        let e = Config::parse(&text, Path::new("/nonexistent/node.toml")).unwrap_err();
+        assert!(e.to_string().contains("security.token_file"), "{e}");
+    }
+}

@@ -1,0 +1,226 @@
+//! Prometheus metrics of a node (`GET /metrics`), named by Prometheus
+//! conventions: base units, `_total` counters, `_seconds`, `_bytes`.
+//! The full list with meanings is in docs/metrics.md.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Every metric of a node, registered in its own registry.
+pub struct Metrics {
+    registry: Registry,
+    /// 1 for the role this node has, 0 for the others (label `role`).
+    pub role: IntGaugeVec,
+    /// Current term.
+    pub term: IntGauge,
+    /// Times this node saw the leader change.
+    pub leader_changes_total: IntCounter,
+    /// Elections this node started.
+    pub elections_started_total: IntCounter,
+    /// Elections this node won.
+    pub elections_won_total: IntCounter,
+    /// LSNs of this node (label `kind`: write, flush, commit, apply).
+    pub lsn: IntGaugeVec,
+    /// Per follower lag in bytes (leader only; label `follower`).
+    pub follower_lag_bytes: IntGaugeVec,
+    /// Per follower lag in seconds (labels `follower`, `kind`: write, flush, replay).
+    pub follower_lag_seconds: prometheus::GaugeVec,
+    /// Per follower sync state, 1 for the current one (labels `follower`, `sync_state`).
+    pub follower_sync_state: IntGaugeVec,
+    /// WAL bytes appended by this node (leader writes and received WAL).
+    pub wal_appended_bytes_total: IntCounter,
+    /// WAL segments on disk.
+    pub wal_segments: IntGauge,
+    /// Bytes of WAL retained.
+    pub wal_retained_bytes: IntGauge,
+    /// Time of one WAL flush (fdatasync).
+    pub wal_fsync_duration_seconds: Histogram,
+    /// Time a write waited for its acknowledgement (label `ack`).
+    pub ack_wait_seconds: HistogramVec,
+    /// Records applied to the state machine.
+    pub records_applied: IntCounter,
+    /// Client requests by operation and outcome.
+    pub client_requests_total: IntCounterVec,
+    /// Replication connections started (label `side`: sender, receiver).
+    pub replication_connections_total: IntCounterVec,
+    /// WAL bytes shipped to followers.
+    pub shipped_bytes_total: IntCounter,
+    /// WAL bytes received from the leader.
+    pub received_bytes_total: IntCounter,
+    /// Bytes of acknowledged-at-leader WAL lost by an async failover.
+    pub failover_lost_bytes_total: IntCounter,
+    /// Async failovers that lost writes.
+    pub failover_lost_writes_total: IntCounter,
+    /// Followers that need a rebuild (leader only).
+    pub followers_needing_rebuild: IntGauge,
+}
+
+fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("metric {name}: {e}"))
+}
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    IntCounter::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"))
+}
+
+impl Metrics {
+    /// Create and register every metric. Panics only on a programming error
+    /// (a duplicate or malformed metric name), never on input.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let lat_buckets = vec![
+            0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+            0.5, 1.0, 2.5, 5.0,
+        ];
+        let m = Metrics {
+            role: gauge_vec("walship_role", "1 for this node's current role", &["role"]),
+            term: IntGauge::new("walship_term", "Current term").unwrap_or_else(|e| panic!("{e}")),
+            leader_changes_total: counter(
+                "walship_leader_changes_total",
+                "Leader changes seen by this node",
+            ),
+            elections_started_total: counter(
+                "walship_elections_started_total",
+                "Elections this node started",
+            ),
+            elections_won_total: counter("walship_elections_won_total", "Elections this node won"),
+            lsn: gauge_vec(
+                "walship_lsn_bytes",
+                "LSN (byte position in the WAL) of this node, by kind: write, flush, commit, apply",
+                &["kind"],
+            ),
+            follower_lag_bytes: gauge_vec(
+                "walship_follower_lag_bytes",
+                "Leader write LSN minus the follower's replayed LSN",
+                &["follower"],
+            ),
+            follower_lag_seconds: prometheus::GaugeVec::new(
+                Opts::new(
+                    "walship_follower_lag_seconds",
+                    "Follower lag in seconds (PostgreSQL's write_lag, flush_lag, replay_lag)",
+                ),
+                &["follower", "kind"],
+            )
+            .unwrap_or_else(|e| panic!("{e}")),
+            follower_sync_state: gauge_vec(
+                "walship_follower_sync_state",
+                "1 for the follower's current sync state (async, potential, sync, quorum)",
+                &["follower", "sync_state"],
+            ),
+            wal_appended_bytes_total: counter(
+                "walship_wal_appended_bytes_total",
+                "WAL bytes appended on this node",
+            ),
+            wal_segments: IntGauge::new("walship_wal_segments", "WAL segments on disk")
+                .unwrap_or_else(|e| panic!("{e}")),
+            wal_retained_bytes: IntGauge::new("walship_wal_retained_bytes", "WAL bytes retained")
+                .unwrap_or_else(|e| panic!("{e}")),
+            wal_fsync_duration_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "walship_wal_fsync_duration_seconds",
+                    "Duration of one WAL flush (fdatasync)",
+                )
+                .buckets(lat_buckets.clone()),
+            )
+            .unwrap_or_else(|e| panic!("{e}")),
+            ack_wait_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "walship_ack_wait_seconds",
+                    "Time a write waited for its acknowledgement, by ack level",
+                )
+                .buckets(lat_buckets),
+                &["ack"],
+            )
+            .unwrap_or_else(|e| panic!("{e}")),
+            records_applied: counter(
+                "walship_records_applied_total",
+                "Records applied to the state machine",
+            ),
+            client_requests_total: IntCounterVec::new(
+                Opts::new(
+                    "walship_client_requests_total",
+                    "Client requests by operation and outcome",
+                ),
+                &["op", "outcome"],
+            )
+            .unwrap_or_else(|e| panic!("{e}")),
+            replication_connections_total: IntCounterVec::new(
+                Opts::new(
+                    "walship_replication_connections_total",
+                    "Replication connections (re)started, by side",
+                ),
+                &["side"],
+            )
+            .unwrap_or_else(|e| panic!("{e}")),
+            shipped_bytes_total: counter(
+                "walship_shipped_bytes_total",
+                "WAL bytes shipped to followers",
+            ),
+            received_bytes_total: counter(
+                "walship_received_bytes_total",
+                "WAL bytes received from the leader",
+            ),
+            failover_lost_bytes_total: counter(
+                "walship_failover_lost_bytes_total",
+                "WAL bytes flushed by an old leader and lost by an async failover",
+            ),
+            failover_lost_writes_total: counter(
+                "walship_failover_lost_writes_total",
+                "Async failovers that lost writes acknowledged by the old leader",
+            ),
+            followers_needing_rebuild: IntGauge::new(
+                "walship_followers_needing_rebuild",
+                "Followers whose WAL the leader no longer holds",
+            )
+            .unwrap_or_else(|e| panic!("{e}")),
+            registry,
+        };
+        let r = &m.registry;
+        let all: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(m.role.clone()),
+            Box::new(m.term.clone()),
+            Box::new(m.leader_changes_total.clone()),
+            Box::new(m.elections_started_total.clone()),
+            Box::new(m.elections_won_total.clone()),
+            Box::new(m.lsn.clone()),
+            Box::new(m.follower_lag_bytes.clone()),
+            Box::new(m.follower_lag_seconds.clone()),
+            Box::new(m.follower_sync_state.clone()),
+            Box::new(m.wal_appended_bytes_total.clone()),
+            Box::new(m.wal_segments.clone()),
+            Box::new(m.wal_retained_bytes.clone()),
+            Box::new(m.wal_fsync_duration_seconds.clone()),
+            Box::new(m.ack_wait_seconds.clone()),
+            Box::new(m.records_applied.clone()),
+            Box::new(m.client_requests_total.clone()),
+            Box::new(m.replication_connections_total.clone()),
+            Box::new(m.shipped_bytes_total.clone()),
+            Box::new(m.received_bytes_total.clone()),
+            Box::new(m.failover_lost_bytes_total.clone()),
+            Box::new(m.failover_lost_writes_total.clone()),
+            Box::new(m.followers_needing_rebuild.clone()),
+        ];
+        for c in all {
+            r.register(c)
+                .unwrap_or_else(|e| panic!("registering a metric: {e}"));
+        }
+        m
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let enc = TextEncoder::new();
+        if let Err(e) = enc.encode(&self.registry.gather(), &mut buf) {
+            tracing::warn!(error = %e, "cannot encode metrics; /metrics answers with what was encoded");
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

@@ -1,0 +1,359 @@
+//! The binary protocol listener (`listen`): replication, election messages and
+//! binary clients, each after a handshake that checks cluster id, protocol
+//! version, token and (for nodes) membership. A refused or malformed
+//! connection is logged with its reason and closed; the node keeps serving.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use proto::{ClientOp, ClientResult, ErrorCode, FrameCodec, HelloOk, Message, Peer, Refusal};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::codec::Framed;
+
+use super::election::DriverInput;
+use super::Shared;
+
+/// Requests one binary client may have in flight at once.
+const MAX_IN_FLIGHT_PER_CLIENT: usize = 1024;
+
+/// Accept connections until shutdown.
+pub async fn run(shared: Arc<Shared>, listener: TcpListener) {
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        let (stream, peer_addr) = tokio::select! {
+            _ = shutdown.changed() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed on the binary port; retrying in 50ms");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(reason) = serve_connection(shared, stream).await {
+                tracing::warn!(peer = %peer_addr, %reason, "binary connection refused or ended with an error; the node keeps serving");
+            }
+        });
+    }
+}
+
+async fn serve_connection(shared: Arc<Shared>, stream: TcpStream) -> Result<(), String> {
+    let mut framed = Framed::new(stream, FrameCodec::new(proto::DEFAULT_MAX_FRAME_BYTES));
+    let token = shared.cfg.security.token.clone();
+    let role = shared.role();
+    let node_id = shared.cfg.node_id.clone();
+    let hello = tokio::time::timeout(
+        Duration::from_secs(5),
+        proto::server_handshake(
+            &mut framed,
+            &shared.cfg.cluster_id,
+            |_peer, presented| match &token {
+                None => true,
+                Some(t) => proto::token_eq(t.as_bytes(), presented.as_bytes()),
+            },
+            |hello| {
+                if let Peer::Node(id) = &hello.peer {
+                    if shared.cfg.member(id).is_none() {
+                        return Err(Refusal::new(
+                            ErrorCode::UnknownMember,
+                            format!("node {id:?} is not a configured member of this cluster"),
+                        ));
+                    }
+                }
+                Ok(HelloOk {
+                    node_id,
+                    term: role.term,
+                    leader_id: role.leader_id.clone(),
+                })
+            },
+        ),
+    )
+    .await
+    .map_err(|_| "no handshake within 5s".to_string())?
+    .map_err(|e| format!("handshake: {e}"))?;
+
+    match hello.peer {
+        Peer::Node(id) => serve_node(shared, framed, id).await,
+        Peer::Client => serve_client(shared, framed).await,
+    }
+}
+
+async fn serve_node(
+    shared: Arc<Shared>,
+    mut framed: Framed<TcpStream, FrameCodec>,
+    from: String,
+) -> Result<(), String> {
+    loop {
+        let msg = match framed.next().await {
+            None => return Ok(()),
+            Some(Err(e)) => return Err(format!("from node {from}: {e}")),
+            Some(Ok(m)) => m,
+        };
+        match msg {
+            Message::Failover(bytes) => match failover::Message::decode(&bytes) {
+                Ok(msg) => {
+                    if shared
+                        .failover_tx
+                        .send(DriverInput::Peer {
+                            from: from.clone(),
+                            msg,
+                        })
+                        .await
+                        .is_err()
+                    {
+                        return Ok(());
+                    }
+                }
+                Err(e) => {
+                    return Err(format!("malformed election message from node {from}: {e}"));
+                }
+            },
+            Message::StartReplication {
+                term_history,
+                write_lsn,
+                flush_lsn,
+                apply_lsn,
+            } => {
+                let ctx = shared.leader.lock().as_ref().map(|l| l.senders.clone());
+                let Some(ctx) = ctx else {
+                    let _ = framed
+                        .send(Message::Error {
+                            code: ErrorCode::NotLeader,
+                            message: format!(
+                                "node {} is not the leader (leader: {})",
+                                shared.cfg.node_id,
+                                shared.role().leader_id.unwrap_or_else(|| "unknown".into())
+                            ),
+                        })
+                        .await;
+                    return Ok(());
+                };
+                shared
+                    .metrics
+                    .replication_connections_total
+                    .with_label_values(&["sender"])
+                    .inc();
+                tracing::info!(follower = %from, from = %wal::Lsn(write_lsn), "follower connected for WAL streaming");
+                let reason = shipper::sender::serve_follower(
+                    ctx,
+                    from.clone(),
+                    framed,
+                    shipper::sender::StartRequest {
+                        term_history,
+                        write_lsn,
+                        flush_lsn,
+                        apply_lsn,
+                    },
+                )
+                .await;
+                tracing::info!(follower = %from, %reason, "replication session ended");
+                return Ok(());
+            }
+            other => {
+                let _ = framed
+                    .send(Message::Error {
+                        code: ErrorCode::BadRequest,
+                        message: format!("unexpected {} from a node", other.name()),
+                    })
+                    .await;
+                return Err(format!("unexpected {} from node {from}", other.name()));
+            }
+        }
+    }
+}
+
+async fn serve_client(
+    shared: Arc<Shared>,
+    framed: Framed<TcpStream, FrameCodec>,
+) -> Result<(), String> {
+    let (mut sink, mut stream) = framed.split();
+    let (tx, mut rx) = mpsc::channel::<Message>(MAX_IN_FLIGHT_PER_CLIENT);
+    let writer = tokio::spawn(async move {
+        while let Some(m) = rx.recv().await {
+            let more = !rx.is_empty();
+            let r = if more {
+                sink.feed(m).await
+            } else {
+                sink.send(m).await
+            };
+            if r.is_err() {
+                return;
+            }
+        }
+    });
+    let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT_PER_CLIENT));
+    let result = loop {
+        let msg = match stream.next().await {
+            None => break Ok(()),
+            Some(Err(e)) => break Err(format!("client: {e}")),
+            Some(Ok(m)) => m,
+        };
+        let Message::ClientRequest { id, op } = msg else {
+            let _ = tx
+                .send(Message::Error {
+                    code: ErrorCode::BadRequest,
+                    message: format!("expected ClientRequest, got {}", msg.name()),
+                })
+                .await;
+            break Err(format!("client sent {}", msg.name()));
+        };
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break Ok(());
+        };
+        let shared = shared.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let result = handle_client_op(&shared, op).await;
+            let _ = tx.send(Message::ClientResponse { id, result }).await;
+            drop(permit);
+        });
+    };
+    drop(tx);
+    let _ = writer.await;
+    result
+}
+
+fn ack_level(a: proto::AckLevel) -> Option<shipper::AckLevel> {
+    match a {
+        proto::AckLevel::Default => None,
+        proto::AckLevel::Local => Some(shipper::AckLevel::Local),
+        proto::AckLevel::RemoteWrite => Some(shipper::AckLevel::RemoteWrite),
+        proto::AckLevel::RemoteFlush => Some(shipper::AckLevel::RemoteFlush),
+        proto::AckLevel::RemoteApply => Some(shipper::AckLevel::RemoteApply),
+    }
+}
+
+/// Execute one client operation (shared by the binary protocol and tests).
+pub async fn handle_client_op(shared: &Shared, op: ClientOp) -> ClientResult {
+    let (opname, result) = match op {
+        ClientOp::Put { key, value, ack } => {
+            if key.is_empty() || key.len() > receiver::state::MAX_KEY_BYTES {
+                return bad(format!(
+                    "key must be 1 to {} bytes",
+                    receiver::state::MAX_KEY_BYTES
+                ));
+            }
+            let payload = receiver::state::encode_put(&key, &value);
+            (
+                "put",
+                write_result(
+                    shared,
+                    shared
+                        .write(receiver::state::KIND_PUT, &payload, ack_level(ack))
+                        .await,
+                ),
+            )
+        }
+        ClientOp::Delete { key, ack } => {
+            if key.is_empty() || key.len() > receiver::state::MAX_KEY_BYTES {
+                return bad(format!(
+                    "key must be 1 to {} bytes",
+                    receiver::state::MAX_KEY_BYTES
+                ));
+            }
+            (
+                "delete",
+                write_result(
+                    shared,
+                    shared
+                        .write(receiver::state::KIND_DELETE, &key, ack_level(ack))
+                        .await,
+                ),
+            )
+        }
+        ClientOp::Append { payload, ack } => (
+            "append",
+            write_result(
+                shared,
+                shared
+                    .write(receiver::state::KIND_LOG, &payload, ack_level(ack))
+                    .await,
+            ),
+        ),
+        ClientOp::Get {
+            key,
+            min_lsn,
+            wait_ms,
+        } => {
+            let r = if min_lsn > shared.applied_lsn() {
+                shared
+                    .wait_applied(min_lsn, Duration::from_millis(wait_ms as u64))
+                    .await
+            } else {
+                Ok(shared.applied_lsn())
+            };
+            let res = match r {
+                Ok(_) => {
+                    let kv = shared.kv.read();
+                    let applied = shared.applied_lsn();
+                    ClientResult::Value {
+                        value: kv.get(&key),
+                        applied_lsn: applied,
+                    }
+                }
+                Err(applied) => ClientResult::Error {
+                    code: ErrorCode::WaitTimeout,
+                    message: format!(
+                        "this node has applied {} and did not reach min_lsn {} within {wait_ms}ms",
+                        wal::Lsn(applied),
+                        wal::Lsn(min_lsn)
+                    ),
+                    leader: None,
+                },
+            };
+            ("get", res)
+        }
+        ClientOp::Status => (
+            "status",
+            ClientResult::Status {
+                json: crate::status::status_json(shared).to_string(),
+            },
+        ),
+    };
+    let outcome = match &result {
+        ClientResult::Error { code, .. } => code.as_str(),
+        _ => "ok",
+    };
+    shared
+        .metrics
+        .client_requests_total
+        .with_label_values(&[opname, outcome])
+        .inc();
+    result
+}
+
+fn bad(message: String) -> ClientResult {
+    ClientResult::Error {
+        code: ErrorCode::BadRequest,
+        message,
+        leader: None,
+    }
+}
+
+fn write_result(shared: &Shared, r: Result<super::Written, super::WriteError>) -> ClientResult {
+    match r {
+        Ok(w) => ClientResult::Written {
+            lsn: w.lsn.0,
+            term: w.term,
+        },
+        Err(e) => {
+            let leader = match &e {
+                super::WriteError::NotLeader { leader: Some(id) } => {
+                    shared.cfg.member(id).map(|m| m.addr.to_string())
+                }
+                _ => None,
+            };
+            ClientResult::Error {
+                code: e.code(),
+                message: e.to_string(),
+                leader,
+            }
+        }
+    }
+}

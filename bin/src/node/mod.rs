@@ -1,0 +1,295 @@
+//! A running walship node: the WAL, the state machine, the role (driven by the
+//! failover core), the leader's commit gate and WAL senders, the follower's
+//! receiver, the applier, and the listeners.
+//!
+//! # Who may append to the WAL
+//!
+//! | role | appender | guarded by |
+//! |---|---|---|
+//! | leader of term T | the write path ([`Shared::write`]), records of term T | `leader` mutex: an append happens only while `leader` holds the state of term T |
+//! | follower | the receiver, bytes of the leader it streams from | the receiver task runs only while the node follows |
+//!
+//! A role change first stops the old appender (clears `leader` / stops the
+//! receiver), then starts the new one, so records of two terms never interleave.
+
+pub mod applier;
+pub mod election;
+pub mod flusher;
+pub mod listener;
+pub mod replica;
+pub mod role;
+pub mod sampler;
+pub mod serve;
+pub mod start;
+pub mod transitions;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Mutex, RwLock};
+use receiver::state::KvStore;
+use shipper::gate::{AckLevel, Commits, SharedGate};
+use shipper::progress::Progress;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+pub use role::{NodeState, Role, RoleInfo};
+
+/// Microseconds since the UNIX epoch (the clock of lag samples and keepalives).
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Why a write was not acknowledged. Each maps to an INTERFACE.md error code.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// This node is not the leader (`leader`: the leader's id, if known).
+    #[error("this node is not the leader")]
+    NotLeader {
+        /// The leader's id, if known.
+        leader: Option<String>,
+    },
+    /// The leader is fenced or handing over: it takes no writes now.
+    #[error(
+        "the leader is not accepting writes now (fenced or handing over leadership); retry shortly"
+    )]
+    NotAccepting,
+    /// The write is in the leader's WAL but not acknowledged in time: it may still commit.
+    #[error("write at {lsn} not acknowledged at level {level} within {timeout:?}; outcome unknown, it may still commit")]
+    AckTimeout {
+        /// End LSN of the write.
+        lsn: wal::Lsn,
+        /// Requested level.
+        level: &'static str,
+        /// The configured ack timeout.
+        timeout: Duration,
+    },
+    /// The leader stepped down while the write waited: outcome unknown.
+    #[error("outcome unknown for the write at {lsn}: {reason}")]
+    OutcomeUnknown {
+        /// End LSN of the write.
+        lsn: wal::Lsn,
+        /// Why.
+        reason: String,
+    },
+    /// The WAL refused the append (full disk, failed flush, record too large).
+    #[error("the WAL refused the write: {0}")]
+    Wal(#[from] wal::WalError),
+    /// The request itself is unacceptable.
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+impl WriteError {
+    /// The INTERFACE.md error code.
+    pub fn code(&self) -> proto::ErrorCode {
+        match self {
+            WriteError::NotLeader { .. } => proto::ErrorCode::NotLeader,
+            WriteError::NotAccepting => proto::ErrorCode::Fenced,
+            WriteError::AckTimeout { .. } | WriteError::OutcomeUnknown { .. } => {
+                proto::ErrorCode::AckTimeout
+            }
+            WriteError::Wal(_) => proto::ErrorCode::Internal,
+            WriteError::BadRequest(_) => proto::ErrorCode::BadRequest,
+        }
+    }
+}
+
+/// An acknowledged write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// End LSN of the write's record (what INTERFACE.md returns).
+    pub lsn: wal::Lsn,
+    /// Term of the leader that wrote it.
+    pub term: u64,
+}
+
+/// The leader's state for one term. Exists only while this node leads.
+pub struct LeaderTerm {
+    /// The term this node leads.
+    pub term: u64,
+    /// End LSN of this term's TERM_START record. Invariant: the commit LSN
+    /// published in this term is never below it (Raft: a leader commits records
+    /// of earlier terms only by committing one of its own — the figure-8 rule).
+    pub term_start_end: u64,
+    /// The commit gate of this term.
+    pub gate: SharedGate,
+    /// Follower progress and lag.
+    pub progress: Arc<Mutex<Progress>>,
+    /// False while fenced or handing over leadership.
+    pub accepting_writes: bool,
+    /// Set to true to stop the term's tasks (senders, commit task).
+    pub stop: watch::Sender<bool>,
+    /// What this term's WAL senders share.
+    pub senders: Arc<shipper::sender::SenderContext>,
+}
+
+/// What the follower side knows (for `/status` and `/replica`).
+#[derive(Debug, Clone, Default)]
+pub struct FollowerView {
+    /// True while a replication stream is up.
+    pub connected: bool,
+    /// True once the local log reached the leader's flush LSN.
+    pub caught_up: bool,
+    /// The leader's flush LSN heard last.
+    pub leader_flush_lsn: u64,
+    /// Set when the leader no longer holds the WAL this node needs.
+    pub needs_rebuild: bool,
+    /// Last refusal or error from the leader.
+    pub last_error: Option<String>,
+}
+
+/// Everything a node's tasks share.
+pub struct Shared {
+    /// The validated configuration.
+    pub cfg: Config,
+    /// The WAL.
+    pub wal: Arc<wal::Wal>,
+    /// The key-value state machine.
+    pub kv: RwLock<KvStore>,
+    /// End of the WAL appended on this node (feeds the flusher and the senders).
+    pub written_tx: watch::Sender<u64>,
+    /// Flushed LSN (published by the flusher).
+    pub flush_tx: watch::Sender<u64>,
+    /// Commit LSN this node knows (leader: from its gate; follower: from the leader).
+    pub commit_tx: watch::Sender<u64>,
+    /// Applied LSN.
+    pub applied_tx: watch::Sender<u64>,
+    /// Role, term, leader (published by the failover driver).
+    pub role_tx: watch::Sender<RoleInfo>,
+    /// The leader's state while this node leads.
+    pub leader: Mutex<Option<LeaderTerm>>,
+    /// Follower-side view.
+    pub follower: Mutex<FollowerView>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Becomes true when the node shuts down.
+    pub shutdown: watch::Receiver<bool>,
+    /// Admin commands and log positions for the failover driver.
+    pub failover_tx: mpsc::Sender<election::DriverInput>,
+    /// Last state each follower's sender reported, by follower id (leader side).
+    pub follower_states: Mutex<HashMap<String, shipper::progress::FollowerState>>,
+    /// The receiver task while this node follows.
+    pub receiver_task: tokio::sync::Mutex<Option<replica::ReceiverTask>>,
+}
+
+impl Shared {
+    /// Applied LSN of this node.
+    pub fn applied_lsn(&self) -> u64 {
+        *self.applied_tx.borrow()
+    }
+
+    /// Commit LSN this node knows.
+    pub fn commit_lsn(&self) -> u64 {
+        *self.commit_tx.borrow()
+    }
+
+    /// Current role snapshot.
+    pub fn role(&self) -> RoleInfo {
+        self.role_tx.borrow().clone()
+    }
+
+    /// Publish a new commit LSN if it is higher (commit never goes backwards).
+    pub fn raise_commit(&self, lsn: u64) {
+        self.commit_tx.send_if_modified(|c| {
+            if lsn > *c {
+                *c = lsn;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Publish the gate's commits of the leader's term `term_start_end`
+    /// (see [`LeaderTerm::term_start_end`]).
+    pub fn publish_commits(&self, commits: Commits, term_start_end: u64) {
+        let c = commits.commit_lsn();
+        if c >= term_start_end {
+            self.raise_commit(c);
+        }
+    }
+
+    /// Append a record as the leader and wait until it is acknowledged at `ack`
+    /// (the configured default when `None`).
+    ///
+    /// Returns the end LSN of the record. An `AckTimeout` or `OutcomeUnknown`
+    /// error means the record is in the leader's WAL and may still commit.
+    pub async fn write(
+        &self,
+        kind: u8,
+        payload: &[u8],
+        ack: Option<AckLevel>,
+    ) -> Result<Written, WriteError> {
+        let level = ack.unwrap_or(self.cfg.replication.ack);
+        let started = std::time::Instant::now();
+        let (end, term, handle) = {
+            let guard = self.leader.lock();
+            let Some(l) = guard.as_ref() else {
+                return Err(WriteError::NotLeader {
+                    leader: self.role().leader_id,
+                });
+            };
+            if !l.accepting_writes {
+                return Err(WriteError::NotAccepting);
+            }
+            let appended = self.wal.append(l.term, kind, payload)?;
+            let end = appended.end.0;
+            l.progress.lock().record_local_write(end, now_us());
+            (end, l.term, l.gate.register(end, level))
+        };
+        self.metrics
+            .wal_appended_bytes_total
+            .inc_by(payload.len() as u64);
+        self.written_tx.send_if_modified(|w| {
+            if end > *w {
+                *w = end;
+                true
+            } else {
+                false
+            }
+        });
+        let timeout = self.cfg.replication.ack_timeout;
+        let result = match tokio::time::timeout(timeout, handle).await {
+            Ok(Ok(_)) => Ok(Written {
+                lsn: wal::Lsn(end),
+                term,
+            }),
+            Ok(Err(e)) => Err(WriteError::OutcomeUnknown {
+                lsn: wal::Lsn(end),
+                reason: e.to_string(),
+            }),
+            Err(_) => Err(WriteError::AckTimeout {
+                lsn: wal::Lsn(end),
+                level: level.as_str(),
+                timeout,
+            }),
+        };
+        if result.is_ok() {
+            self.metrics
+                .ack_wait_seconds
+                .with_label_values(&[level.as_str()])
+                .observe(started.elapsed().as_secs_f64());
+        }
+        result
+    }
+
+    /// Wait until this node has applied `min_lsn`, for at most `wait`.
+    /// Returns the applied LSN, or `Err(applied)` on timeout.
+    pub async fn wait_applied(&self, min_lsn: u64, wait: Duration) -> Result<u64, u64> {
+        let mut rx = self.applied_tx.subscribe();
+        let r = tokio::time::timeout(wait, async {
+            rx.wait_for(|a| *a >= min_lsn).await.map(|a| *a)
+        })
+        .await;
+        match r {
+            Ok(Ok(a)) => Ok(a),
+            _ => Err(self.applied_lsn()),
+        }
+    }
+}

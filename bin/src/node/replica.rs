@@ -1,0 +1,134 @@
+//! The follower side of a node: runs the receiver toward the current leader.
+
+use std::sync::Arc;
+
+use receiver::stream::{follow, FollowContext, ReceiverEvents};
+use tokio::sync::watch;
+
+use super::{election::DriverInput, Shared};
+
+/// A running receiver.
+pub struct ReceiverTask {
+    /// The leader it follows.
+    pub leader_id: String,
+    stop: watch::Sender<bool>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+struct Events {
+    shared: Arc<Shared>,
+}
+
+impl ReceiverEvents for Events {
+    fn connected(&self, leader_id: &str) {
+        self.shared
+            .metrics
+            .replication_connections_total
+            .with_label_values(&["receiver"])
+            .inc();
+        let mut f = self.shared.follower.lock();
+        if !f.connected {
+            tracing::info!(leader = %leader_id, "streaming WAL from the leader");
+        }
+        f.connected = true;
+        f.last_error = None;
+        f.needs_rebuild = false;
+    }
+    fn disconnected(&self, _leader_id: &str, reason: &str) {
+        let mut f = self.shared.follower.lock();
+        f.connected = false;
+        f.caught_up = false;
+        f.last_error = Some(reason.to_string());
+    }
+    fn caught_up(&self, caught_up: bool) {
+        self.shared.follower.lock().caught_up = caught_up;
+    }
+    fn leader_flush(&self, flush_lsn: u64) {
+        let changed = {
+            let mut f = self.shared.follower.lock();
+            let changed = f.leader_flush_lsn != flush_lsn;
+            f.leader_flush_lsn = flush_lsn;
+            changed
+        };
+        if changed {
+            let _ = self
+                .shared
+                .failover_tx
+                .try_send(DriverInput::LeaderFlush(flush_lsn));
+        }
+    }
+    fn received(&self, bytes: u64) {
+        self.shared.metrics.received_bytes_total.inc_by(bytes);
+        self.shared.metrics.wal_appended_bytes_total.inc_by(bytes);
+    }
+    fn truncated(&self, to: u64, _report: &wal::TruncateReport) {
+        let mut kv = self.shared.kv.write();
+        use receiver::state::StateMachine;
+        if kv.applied_lsn() > to {
+            tracing::error!(
+                applied = %wal::Lsn(kv.applied_lsn()),
+                cut_at = %wal::Lsn(to),
+                "the cut WAL tail had been applied (it should never have been committed); rebuilding the key-value state from the WAL"
+            );
+            *kv = receiver::state::KvStore::new();
+            self.shared.applied_tx.send_replace(0);
+        }
+    }
+    fn needs_rebuild(&self, message: &str) {
+        let mut f = self.shared.follower.lock();
+        f.needs_rebuild = true;
+        f.last_error = Some(message.to_string());
+    }
+}
+
+/// Follow `leader_id` (restarting the receiver if it followed another leader).
+pub async fn start(shared: &Arc<Shared>, leader_id: String) {
+    {
+        let guard = shared.receiver_task.lock().await;
+        if let Some(t) = guard.as_ref() {
+            if t.leader_id == leader_id && !t.handle.is_finished() {
+                return;
+            }
+        }
+    }
+    stop(shared).await;
+    let Some(member) = shared.cfg.member(&leader_id) else {
+        tracing::error!(leader = %leader_id, "the elected leader is not in [[members]]; cannot follow it");
+        return;
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let ctx = FollowContext {
+        wal: shared.wal.clone(),
+        node_id: shared.cfg.node_id.clone(),
+        cluster_id: shared.cfg.cluster_id.clone(),
+        token: shared.cfg.security.token.clone().unwrap_or_default(),
+        leader_id: leader_id.clone(),
+        leader_addr: member.addr,
+        written_tx: shared.written_tx.clone(),
+        flush_tx: shared.flush_tx.clone(),
+        applied_rx: shared.applied_tx.subscribe(),
+        commit_tx: shared.commit_tx.clone(),
+        events: Arc::new(Events {
+            shared: shared.clone(),
+        }),
+        stop: stop_rx,
+    };
+    let handle = tokio::spawn(follow(ctx));
+    *shared.receiver_task.lock().await = Some(ReceiverTask {
+        leader_id,
+        stop: stop_tx,
+        handle,
+    });
+}
+
+/// Stop the receiver, if one runs, and wait until it has stopped appending.
+pub async fn stop(shared: &Arc<Shared>) {
+    let task = shared.receiver_task.lock().await.take();
+    if let Some(t) = task {
+        let _ = t.stop.send(true);
+        let _ = t.handle.await;
+        let mut f = shared.follower.lock();
+        f.connected = false;
+        f.caught_up = false;
+    }
+}

@@ -1,0 +1,259 @@
+//! Starting and stopping a node: open the data directory, recover the WAL,
+//! load the vote state, bind the listeners, spawn the tasks.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use receiver::state::KvStore;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use super::{applier, election, flusher, listener, RoleInfo, Shared};
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory cannot be created or secured.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The WAL could not be opened (damage is named with file and offset).
+    #[error("WAL: {0}")]
+    Wal(#[from] wal::WalError),
+    /// The vote state could not be read.
+    #[error("vote state: {0}")]
+    Vote(#[from] failover::FailoverError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Bind {
+        /// Config key.
+        key: &'static str,
+        /// Address.
+        addr: std::net::SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The replication settings cannot be resolved.
+    #[error("config key `replication.standbys`: {0}")]
+    Standbys(String),
+}
+
+/// A running node.
+pub struct NodeHandle {
+    /// Shared state (for the HTTP layer and tests).
+    pub shared: Arc<Shared>,
+    shutdown_tx: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    flusher: Option<std::thread::JoinHandle<()>>,
+    /// The bound binary address.
+    pub listen_addr: std::net::SocketAddr,
+    /// The bound HTTP address.
+    pub http_addr: std::net::SocketAddr,
+    failed_rx: watch::Receiver<Option<String>>,
+}
+
+fn prepare_data_dir(dir: &Path) -> Result<(), StartError> {
+    let err = |source| StartError::DataDir {
+        path: dir.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Open everything and start serving. Must run inside a multi-threaded tokio runtime.
+pub async fn start(cfg: Config) -> Result<NodeHandle, StartError> {
+    prepare_data_dir(&cfg.data_dir)?;
+    // Validate the standby list now so that a typo is a start-up error naming the key.
+    {
+        let members: Vec<String> = cfg.members.iter().map(|m| m.id.clone()).collect();
+        let mode = match cfg.replication.mode {
+            crate::config::Mode::Async => shipper::ReplicationMode::Async,
+            crate::config::Mode::Sync => shipper::ReplicationMode::Sync,
+            crate::config::Mode::Quorum => shipper::ReplicationMode::Quorum,
+        };
+        shipper::resolve_policy(
+            mode,
+            cfg.replication.standbys.as_deref(),
+            &cfg.node_id,
+            &members,
+        )
+        .map_err(|e| StartError::Standbys(e.to_string()))?;
+    }
+    let wal_dir = cfg.data_dir.join("wal");
+    let opts = wal::WalOptions {
+        segment_size: cfg.wal.segment_size,
+        ..wal::WalOptions::default()
+    };
+    let dir = wal_dir.clone();
+    let (wal, report) = tokio::task::spawn_blocking(move || wal::Wal::open(&dir, opts))
+        .await
+        .map_err(|e| StartError::Standbys(format!("WAL open task failed: {e}")))??;
+    tracing::info!(
+        dir = %wal_dir.display(),
+        first = %report.first_lsn,
+        end = %report.write_lsn,
+        records = report.records,
+        segments = report.segments,
+        "WAL opened and every retained record checked"
+    );
+    let wal = Arc::new(wal);
+    let store = failover::VoteStore::open(cfg.data_dir.join("vote"))?;
+    let persisted = store.load()?;
+
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            key: "listen",
+            addr: cfg.listen,
+            source,
+        })?;
+    let http_listener =
+        TcpListener::bind(cfg.http_listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                key: "http_listen",
+                addr: cfg.http_listen,
+                source,
+            })?;
+    let listen_addr = listener.local_addr().unwrap_or(cfg.listen);
+    let http_addr = http_listener.local_addr().unwrap_or(cfg.http_listen);
+
+    let end = wal.write_lsn().0;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (failover_tx, failover_rx) = mpsc::channel(1024);
+    let (written_tx, written_rx) = watch::channel(end);
+    let (flush_tx, _) = watch::channel(wal.flush_lsn().0.min(end));
+    let (commit_tx, _) = watch::channel(0u64);
+    let (applied_tx, _) = watch::channel(0u64);
+    let (role_tx, _) = watch::channel(RoleInfo::starting(persisted.term, persisted.paused));
+    let shared = Arc::new(Shared {
+        cfg: cfg.clone(),
+        wal: wal.clone(),
+        kv: parking_lot::RwLock::new(KvStore::new()),
+        written_tx,
+        flush_tx,
+        commit_tx,
+        applied_tx,
+        role_tx,
+        leader: Mutex::new(None),
+        follower: Mutex::new(Default::default()),
+        metrics: Metrics::new(),
+        shutdown: shutdown_rx,
+        failover_tx,
+        follower_states: Mutex::new(HashMap::new()),
+        receiver_task: tokio::sync::Mutex::new(None),
+    });
+
+    let flusher = flusher::spawn(
+        wal.clone(),
+        cfg.wal.sync,
+        written_rx,
+        shared.flush_tx.clone(),
+        shared.metrics.wal_fsync_duration_seconds.clone(),
+        shared.shutdown.clone(),
+    )
+    .map_err(|source| StartError::DataDir {
+        path: "wal flusher thread".into(),
+        source,
+    })?;
+
+    let core = failover::Node::new(
+        election::core_config(&shared),
+        persisted,
+        election::log_position(&shared),
+        0,
+    )?;
+    let (failed_tx, failed_rx) = watch::channel(None);
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(applier::run(shared.clone())));
+    tasks.push(tokio::spawn(listener::run(shared.clone(), listener)));
+    tasks.push(tokio::spawn(crate::http::serve(
+        shared.clone(),
+        http_listener,
+    )));
+    {
+        let shared = shared.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = election::run(shared, store, core, failover_rx).await {
+                let _ = failed_tx.send(Some(format!("vote store failed: {e}")));
+            }
+        }));
+    }
+    tasks.push(tokio::spawn(super::sampler::run(shared.clone())));
+    tracing::info!(
+        node = %cfg.node_id,
+        cluster = %cfg.cluster_id,
+        listen = %listen_addr,
+        http = %http_addr,
+        members = cfg.members.len(),
+        "walship node started"
+    );
+    Ok(NodeHandle {
+        shared,
+        shutdown_tx,
+        tasks,
+        flusher: Some(flusher),
+        listen_addr,
+        http_addr,
+        failed_rx,
+    })
+}
+
+impl NodeHandle {
+    /// Resolves when the node failed and must stop (a vote store error).
+    pub async fn failed(&mut self) -> String {
+        loop {
+            if let Some(e) = self.failed_rx.borrow().clone() {
+                return e;
+            }
+            if self.failed_rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Clean shutdown: stop accepting, step down, flush the WAL, stop all tasks.
+    pub async fn shutdown(mut self) {
+        tracing::info!(node = %self.shared.cfg.node_id, "shutting down: stopping tasks and flushing the WAL");
+        if let Some(l) = self.shared.leader.lock().take() {
+            l.gate.fail_all("the leader is shutting down");
+            let _ = l.stop.send(true);
+        }
+        let _ = self.shutdown_tx.send(true);
+        super::replica::stop(&self.shared).await;
+        for t in self.tasks.drain(..) {
+            t.abort();
+            let _ = t.await;
+        }
+        let wal = self.shared.wal.clone();
+        let end = wal.write_lsn();
+        let r = tokio::task::spawn_blocking(move || wal.flush(end)).await;
+        match r {
+            Ok(Ok(_)) => tracing::info!(flushed = %end, "WAL flushed; node stopped"),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "final WAL flush failed; recovery at next start keeps what is durable")
+            }
+            Err(_) => {}
+        }
+        // The shutdown signal ends the flusher thread.
+        let flusher = self.flusher.take();
+        drop(self);
+        if let Some(f) = flusher {
+            let _ = tokio::task::spawn_blocking(move || f.join()).await;
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! Role changes decided by the failover core, carried out on the node.
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use shipper::gate::{CommitGate, SharedGate};
+use shipper::progress::Progress;
+use tokio::sync::watch;
+
+use super::{replica, LeaderTerm, NodeState, Role, RoleInfo, Shared};
+use crate::config::WalSync;
+
+/// Start leading `term`: stop replicating, write the term's first record,
+/// open a commit gate, accept writes.
+pub async fn become_leader(shared: &Arc<Shared>, term: u64) {
+    replica::stop(shared).await;
+    let me = shared.cfg.node_id.clone();
+    let members: Vec<String> = shared.cfg.members.iter().map(|m| m.id.clone()).collect();
+    let mode = match shared.cfg.replication.mode {
+        crate::config::Mode::Async => shipper::standbys::ReplicationMode::Async,
+        crate::config::Mode::Sync => shipper::standbys::ReplicationMode::Sync,
+        crate::config::Mode::Quorum => shipper::standbys::ReplicationMode::Quorum,
+    };
+    let policy = match shipper::standbys::resolve_policy(
+        mode,
+        shared.cfg.replication.standbys.as_deref(),
+        &me,
+        &members,
+    ) {
+        Ok(p) => p,
+        Err(e) => {
+            // Validated at start-up; cannot happen unless the config changed under us.
+            tracing::error!(error = %e, "replication.standbys cannot be resolved; this leader acknowledges nothing until it is fixed");
+            return;
+        }
+    };
+    let gate = SharedGate::new(CommitGate::new(
+        policy,
+        shared.cfg.wal.sync == WalSync::Never,
+    ));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let term_start_end = {
+        let mut guard = shared.leader.lock();
+        let appended = match shared
+            .wal
+            .append(term, wal::kind::TERM_START, me.as_bytes())
+        {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(term, error = %e, "cannot write the term-start record; this node will not lead (it takes no writes)");
+                return;
+            }
+        };
+        let end = appended.end.0;
+        let mut progress = Progress::new();
+        progress.record_local_write(end, super::now_us());
+        let progress = Arc::new(Mutex::new(progress));
+        let senders = Arc::new(shipper::sender::SenderContext {
+            wal: shared.wal.clone(),
+            term,
+            leader_id: me.clone(),
+            gate: gate.clone(),
+            progress: progress.clone(),
+            written: shared.written_tx.subscribe(),
+            flushed: shared.flush_tx.subscribe(),
+            commit: shared.commit_tx.subscribe(),
+            stop: stop_rx.clone(),
+            heartbeat: shared.cfg.failover.heartbeat_interval,
+            max_chunk_bytes: 1 << 20,
+            window_bytes: 64 << 20,
+            events: Arc::new(SenderEvents {
+                shared: Arc::downgrade(shared),
+                term_start_end: end,
+            }),
+        });
+        *guard = Some(LeaderTerm {
+            term,
+            term_start_end: end,
+            gate: gate.clone(),
+            progress,
+            accepting_writes: true,
+            stop: stop_tx,
+            senders,
+        });
+        end
+    };
+    shared.written_tx.send_if_modified(|w| {
+        if term_start_end > *w {
+            *w = term_start_end;
+            true
+        } else {
+            false
+        }
+    });
+    shared.follower_states.lock().clear();
+    tracing::info!(
+        term,
+        start = %wal::Lsn(term_start_end),
+        mode = shared.cfg.replication.mode.as_str(),
+        "this node is now the leader; it accepts writes and ships WAL to followers"
+    );
+    tokio::spawn(commit_task(shared.clone(), gate, term_start_end, stop_rx));
+}
+
+/// How a term's senders report to the node.
+struct SenderEvents {
+    shared: std::sync::Weak<Shared>,
+    term_start_end: u64,
+}
+
+impl shipper::sender::SenderEvents for SenderEvents {
+    fn commits(&self, commits: shipper::Commits) {
+        if let Some(s) = self.shared.upgrade() {
+            s.publish_commits(commits, self.term_start_end);
+        }
+    }
+    fn shipped(&self, bytes: u64) {
+        if let Some(s) = self.shared.upgrade() {
+            s.metrics.shipped_bytes_total.inc_by(bytes);
+        }
+    }
+    fn state(&self, follower: &str, state: shipper::FollowerState) {
+        if let Some(s) = self.shared.upgrade() {
+            s.follower_states.lock().insert(follower.to_string(), state);
+        }
+    }
+}
+
+/// Feed the leader's own write/flush LSNs into the gate and publish commits.
+async fn commit_task(
+    shared: Arc<Shared>,
+    gate: SharedGate,
+    term_start_end: u64,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut flush_rx = shared.flush_tx.subscribe();
+    let mut written_rx = shared.written_tx.subscribe();
+    loop {
+        let written = *written_rx.borrow_and_update();
+        let flushed = *flush_rx.borrow_and_update();
+        let commits = gate.update_leader(written, flushed);
+        shared.publish_commits(commits, term_start_end);
+        tokio::select! {
+            r = flush_rx.changed() => if r.is_err() { return },
+            r = written_rx.changed() => if r.is_err() { return },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Stop leading (if leading): no more appends, waiting writes end with
+/// "outcome unknown", the term's senders stop.
+fn step_down(shared: &Shared, why: &str) {
+    let old = shared.leader.lock().take();
+    if let Some(l) = old {
+        let n = l.gate.fail_all(why);
+        let _ = l.stop.send(true);
+        tracing::info!(
+            term = l.term,
+            waiting_writes = n,
+            "this node stopped leading: {why}; {n} waiting writes end with outcome unknown (they may still commit)"
+        );
+    }
+}
+
+/// Follow `leader` in `term` (None: leader unknown yet).
+pub async fn become_follower(shared: &Arc<Shared>, term: u64, leader: Option<String>) {
+    step_down(shared, "a newer leader or term exists");
+    let me = &shared.cfg.node_id;
+    match leader {
+        Some(id) if &id != me => {
+            shared.metrics.leader_changes_total.inc();
+            tracing::info!(term, leader = %id, "following leader");
+            replica::start(shared, id).await;
+        }
+        _ => {
+            replica::stop(shared).await;
+        }
+    }
+}
+
+/// The leader of `term` lost its quorum: stop acknowledging at once.
+pub fn fence(shared: &Shared, _term: u64) {
+    step_down(shared, "fenced: it could not hear a majority");
+}
+
+/// Publish the core's role/term/leader (and the derived node state).
+pub fn publish_core_state(shared: &Shared, core: &failover::Node) {
+    let role = match core.role() {
+        failover::Role::Leader => Role::Leader,
+        failover::Role::Follower => Role::Follower,
+        _ => Role::Candidate,
+    };
+    let accepting = core.accepting_writes();
+    if let Some(l) = shared.leader.lock().as_mut() {
+        l.accepting_writes = accepting;
+    }
+    let fv = shared.follower.lock().clone();
+    let state = match role {
+        Role::Leader if accepting => NodeState::Streaming,
+        Role::Leader => NodeState::Stopping,
+        _ if core.is_fenced() => NodeState::Fenced,
+        _ if fv.needs_rebuild => NodeState::NeedsRebuild,
+        _ if fv.connected => {
+            if fv.caught_up {
+                NodeState::Streaming
+            } else {
+                NodeState::Catchup
+            }
+        }
+        _ => NodeState::Disconnected,
+    };
+    let info = RoleInfo {
+        role,
+        state,
+        term: core.term(),
+        leader_id: core.leader_id().map(str::to_string),
+        accepting_writes: accepting,
+        paused: core.paused(),
+    };
+    shared.metrics.term.set(info.term as i64);
+    for r in [Role::Follower, Role::Candidate, Role::Leader] {
+        shared
+            .metrics
+            .role
+            .with_label_values(&[r.as_str()])
+            .set((r == role) as i64);
+    }
+    shared.role_tx.send_if_modified(|cur| {
+        if *cur != info {
+            *cur = info;
+            true
+        } else {
+            false
+        }
+    });
+}

@@ -1,0 +1,95 @@
+//! The `/status` document (INTERFACE.md), shared by HTTP, the binary protocol
+//! and `walship status`.
+
+use serde_json::{json, Value};
+
+use crate::node::{Role, Shared};
+
+fn lsn(v: u64) -> String {
+    wal::Lsn(v).to_string()
+}
+
+/// The status of this node as JSON. LSNs are `X/X` strings.
+pub fn status_json(shared: &Shared) -> Value {
+    let role = shared.role();
+    let fv = shared.follower.lock().clone();
+    let write = shared.wal.write_lsn().0;
+    let flush = *shared.flush_tx.borrow();
+    let mut doc = json!({
+        "node_id": shared.cfg.node_id,
+        "cluster_id": shared.cfg.cluster_id,
+        "role": role.role.as_str(),
+        "state": role.state.as_str(),
+        "term": role.term,
+        "leader_id": role.leader_id,
+        "paused": role.paused,
+        "accepting_writes": role.accepting_writes,
+        "mode": shared.cfg.replication.mode.as_str(),
+        "write_lsn": lsn(write),
+        "flush_lsn": lsn(flush),
+        "commit_lsn": lsn(shared.commit_lsn()),
+        "apply_lsn": lsn(shared.applied_lsn()),
+        "first_lsn": lsn(shared.wal.first_lsn().0),
+        "members": shared.cfg.members.iter().map(|m| json!({
+            "id": m.id, "addr": m.addr.to_string(), "http": m.http.to_string(), "priority": m.priority,
+        })).collect::<Vec<_>>(),
+    });
+    if role.role != Role::Leader {
+        doc["replication"] = json!({
+            "connected": fv.connected,
+            "caught_up": fv.caught_up,
+            "leader_flush_lsn": lsn(fv.leader_flush_lsn),
+            "lag_bytes": fv.leader_flush_lsn.saturating_sub(shared.applied_lsn()),
+            "needs_rebuild": fv.needs_rebuild,
+            "last_error": fv.last_error,
+        });
+    }
+    let leader = shared
+        .leader
+        .lock()
+        .as_ref()
+        .map(|l| (l.gate.clone(), l.progress.clone()));
+    if let Some((gate, progress)) = leader {
+        let reports = progress.lock().report();
+        let states = shared.follower_states.lock().clone();
+        let mut followers = Vec::new();
+        for m in &shared.cfg.members {
+            if m.id == shared.cfg.node_id {
+                continue;
+            }
+            let r = reports.iter().find(|r| r.id == m.id);
+            let state = states
+                .get(&m.id)
+                .map(|s| s.as_str())
+                .unwrap_or("disconnected");
+            let sync_state = gate.sync_state(&m.id).as_str();
+            followers.push(match r {
+                Some(r) => json!({
+                    "id": m.id,
+                    "state": state,
+                    "write_lsn": lsn(r.write_lsn),
+                    "flush_lsn": lsn(r.flush_lsn),
+                    "apply_lsn": lsn(r.apply_lsn),
+                    "lag_bytes": write.saturating_sub(r.apply_lsn),
+                    "lag_seconds": r.replay_lag_us.unwrap_or(0) as f64 / 1e6,
+                    "write_lag_seconds": r.write_lag_us.map(|v| v as f64 / 1e6),
+                    "flush_lag_seconds": r.flush_lag_us.map(|v| v as f64 / 1e6),
+                    "replay_lag_seconds": r.replay_lag_us.map(|v| v as f64 / 1e6),
+                    "sync_state": sync_state,
+                }),
+                None => json!({
+                    "id": m.id,
+                    "state": state,
+                    "write_lsn": lsn(0),
+                    "flush_lsn": lsn(0),
+                    "apply_lsn": lsn(0),
+                    "lag_bytes": write,
+                    "lag_seconds": 0.0,
+                    "sync_state": sync_state,
+                }),
+            });
+        }
+        doc["followers"] = Value::Array(followers);
+    }
+    doc
+}

@@ -1,0 +1,346 @@
+//! The follower's replication stream: connect to the leader, ask for WAL from
+//! the end of the local log, append the bytes verbatim, report progress.
+//!
+//! # One session
+//!
+//! 1. Connect and handshake as this node.
+//! 2. Send `StartReplication` with the local term history and write/flush/apply LSNs.
+//! 3. The leader answers with one of:
+//!
+//! | leader sends | meaning | receiver does |
+//! |---|---|---|
+//! | `WalData{start, bytes}` | the next records | `append_raw` at `start` (checked: CRC, LSN continuity, before any byte is written); publish the new write LSN for the flusher |
+//! | `Keepalive{commit, flush, reply_requested}` | heartbeat | raise the commit LSN (never lower); answer at once if asked |
+//! | `Truncate{to}` | our tail after `to` diverged from the leader's log | cut it (logged with range and record count), reconnect at once |
+//! | `Error{wal_not_available}` | the leader no longer holds our next LSN | report `needs_rebuild`, retry slowly |
+//! | `Error{other}` | refused | log the reason, retry with backoff |
+//!
+//! 4. Whenever the flush or apply LSN moves (group-flushed by the node's
+//!    flusher), or the leader asks, send `FollowerStatus`. A follower reports
+//!    as flushed only what is on stable storage.
+//!
+//! Reconnects back off from 20 ms to 1 s so that a new leader is followed fast.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::{SinkExt, StreamExt};
+use proto::{ErrorCode, FrameCodec, Hello, Message, Peer};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_util::codec::Framed;
+
+/// What the receiver tells its node about (status, metrics, failover inputs).
+pub trait ReceiverEvents: Send + Sync + 'static {
+    /// A stream to the leader is up (handshake done, streaming requested).
+    fn connected(&self, leader_id: &str);
+    /// The stream ended; `reason` says why (already logged).
+    fn disconnected(&self, leader_id: &str, reason: &str);
+    /// The local log reached (or fell behind) the leader's flush LSN.
+    fn caught_up(&self, caught_up: bool);
+    /// The leader's flush LSN as heard in a keepalive.
+    fn leader_flush(&self, flush_lsn: u64);
+    /// WAL bytes received and appended.
+    fn received(&self, bytes: u64);
+    /// The local tail was cut at `to` because it diverged from the leader.
+    fn truncated(&self, to: u64, report: &wal::TruncateReport);
+    /// The leader no longer holds the WAL this node needs (rebuild required).
+    fn needs_rebuild(&self, message: &str);
+}
+
+/// Everything a receiver needs from its node.
+pub struct FollowContext {
+    /// The local WAL (appended only by this receiver while the node follows).
+    pub wal: Arc<wal::Wal>,
+    /// This node's id.
+    pub node_id: String,
+    /// Cluster id presented in the handshake.
+    pub cluster_id: String,
+    /// Shared token presented in the handshake (empty if none).
+    pub token: String,
+    /// Leader's id.
+    pub leader_id: String,
+    /// Leader's binary protocol address.
+    pub leader_addr: SocketAddr,
+    /// Publish the local write LSN here (the node's flusher flushes it).
+    pub written_tx: watch::Sender<u64>,
+    /// The node's flush LSN (set lower here only after a truncation).
+    pub flush_tx: watch::Sender<u64>,
+    /// The node's applied LSN.
+    pub applied_rx: watch::Receiver<u64>,
+    /// The commit LSN learnt from the leader (only raised).
+    pub commit_tx: watch::Sender<u64>,
+    /// Callbacks.
+    pub events: Arc<dyn ReceiverEvents>,
+    /// Becomes true when the receiver must stop.
+    pub stop: watch::Receiver<bool>,
+}
+
+/// Why a session ended.
+enum SessionEnd {
+    Stop,
+    /// Reconnect now (after a truncation).
+    Again,
+    /// Reconnect after a backoff; the text is the reason.
+    Failed(String),
+    /// The leader cannot serve us: retry slowly.
+    NeedsRebuild(String),
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+fn raise(tx: &watch::Sender<u64>, v: u64) {
+    tx.send_if_modified(|c| {
+        if v > *c {
+            *c = v;
+            true
+        } else {
+            false
+        }
+    });
+}
+
+/// Follow the leader until `ctx.stop` becomes true, reconnecting with backoff.
+pub async fn follow(ctx: FollowContext) {
+    let mut backoff = Duration::from_millis(20);
+    let mut stop = ctx.stop.clone();
+    let mut last_reason = String::new();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let end = session(&ctx).await;
+        let wait = match end {
+            SessionEnd::Stop => return,
+            SessionEnd::Again => Duration::ZERO,
+            SessionEnd::Failed(reason) => {
+                if reason != last_reason {
+                    tracing::warn!(
+                        leader = %ctx.leader_id,
+                        addr = %ctx.leader_addr,
+                        %reason,
+                        "replication from the leader stopped; reconnecting with backoff (up to 1s)"
+                    );
+                    last_reason = reason.clone();
+                }
+                ctx.events.disconnected(&ctx.leader_id, &reason);
+                let w = backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                w
+            }
+            SessionEnd::NeedsRebuild(msg) => {
+                ctx.events.disconnected(&ctx.leader_id, &msg);
+                ctx.events.needs_rebuild(&msg);
+                Duration::from_secs(5)
+            }
+        };
+        if !wait.is_zero() {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+async fn connect(ctx: &FollowContext) -> Result<Framed<TcpStream, FrameCodec>, String> {
+    let stream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(ctx.leader_addr))
+        .await
+        .map_err(|_| "connect timed out after 2s".to_string())?
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let mut framed = Framed::new(stream, FrameCodec::new(proto::DEFAULT_MAX_FRAME_BYTES));
+    let hello = Hello {
+        version: proto::PROTOCOL_VERSION,
+        cluster_id: ctx.cluster_id.clone(),
+        peer: Peer::Node(ctx.node_id.clone()),
+        token: ctx.token.clone(),
+    };
+    tokio::time::timeout(
+        Duration::from_secs(2),
+        proto::client_handshake(&mut framed, hello),
+    )
+    .await
+    .map_err(|_| "handshake timed out after 2s".to_string())?
+    .map_err(|e| format!("handshake refused: {e}"))?;
+    Ok(framed)
+}
+
+async fn session(ctx: &FollowContext) -> SessionEnd {
+    let mut stop = ctx.stop.clone();
+    let mut framed = tokio::select! {
+        _ = stop.changed() => return SessionEnd::Stop,
+        c = connect(ctx) => match c {
+            Ok(f) => f,
+            Err(e) => return SessionEnd::Failed(e),
+        },
+    };
+    let wal = &ctx.wal;
+    let start = Message::StartReplication {
+        term_history: wal
+            .term_history()
+            .iter()
+            .map(|t| (t.term, t.start.0))
+            .collect(),
+        write_lsn: wal.write_lsn().0,
+        flush_lsn: *ctx.flush_tx.borrow(),
+        apply_lsn: *ctx.applied_rx.borrow(),
+    };
+    if let Err(e) = framed.send(start).await {
+        return SessionEnd::Failed(format!("cannot request streaming: {e}"));
+    }
+    ctx.events.connected(&ctx.leader_id);
+    let mut flush_rx = ctx.flush_tx.subscribe();
+    let mut applied_rx = ctx.applied_rx.clone();
+    let mut leader_flush = 0u64;
+    let mut caught_up = false;
+    let mut status_due = true;
+    loop {
+        if status_due {
+            status_due = false;
+            let status = Message::FollowerStatus {
+                write_lsn: wal.write_lsn().0,
+                flush_lsn: *flush_rx.borrow_and_update(),
+                apply_lsn: *applied_rx.borrow_and_update(),
+                send_time_us: now_us(),
+                reply_to_time_us: 0,
+            };
+            if let Err(e) = framed.send(status).await {
+                return SessionEnd::Failed(format!("cannot send status: {e}"));
+            }
+        }
+        let msg = tokio::select! {
+            _ = stop.changed() => return SessionEnd::Stop,
+            r = flush_rx.changed() => {
+                if r.is_err() { return SessionEnd::Stop; }
+                status_due = true;
+                continue;
+            }
+            r = applied_rx.changed() => {
+                if r.is_err() { return SessionEnd::Stop; }
+                status_due = true;
+                continue;
+            }
+            m = framed.next() => m,
+        };
+        let msg = match msg {
+            None => return SessionEnd::Failed("the leader closed the connection".into()),
+            Some(Err(e)) => return SessionEnd::Failed(format!("bad frame from the leader: {e}")),
+            Some(Ok(m)) => m,
+        };
+        match msg {
+            Message::WalData { start_lsn, bytes } => {
+                let n = bytes.len() as u64;
+                match wal.append_raw(wal::Lsn(start_lsn), &bytes) {
+                    Ok(end) => {
+                        raise(&ctx.written_tx, end.0);
+                        ctx.events.received(n);
+                        let now_caught = end.0 >= leader_flush;
+                        if now_caught != caught_up {
+                            caught_up = now_caught;
+                            ctx.events.caught_up(caught_up);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            leader = %ctx.leader_id,
+                            start = %wal::Lsn(start_lsn),
+                            bytes = n,
+                            error = %e,
+                            "refusing WAL bytes from the leader (nothing was written); reconnecting to stream again from the end of the local log"
+                        );
+                        return SessionEnd::Failed(format!("WAL data refused: {e}"));
+                    }
+                }
+            }
+            Message::Keepalive {
+                term: _,
+                leader_id: _,
+                flush_lsn,
+                commit_lsn,
+                send_time_us,
+                reply_requested,
+            } => {
+                leader_flush = flush_lsn;
+                ctx.events.leader_flush(flush_lsn);
+                raise(&ctx.commit_tx, commit_lsn);
+                let now_caught = wal.write_lsn().0 >= flush_lsn;
+                if now_caught != caught_up {
+                    caught_up = now_caught;
+                    ctx.events.caught_up(caught_up);
+                }
+                if reply_requested {
+                    let status = Message::FollowerStatus {
+                        write_lsn: wal.write_lsn().0,
+                        flush_lsn: *flush_rx.borrow(),
+                        apply_lsn: *applied_rx.borrow(),
+                        send_time_us: now_us(),
+                        reply_to_time_us: send_time_us,
+                    };
+                    if let Err(e) = framed.send(status).await {
+                        return SessionEnd::Failed(format!("cannot send status: {e}"));
+                    }
+                }
+            }
+            Message::Truncate { to_lsn } => {
+                let from = wal.write_lsn();
+                match wal.truncate_after(wal::Lsn(to_lsn)) {
+                    Ok(report) => {
+                        tracing::warn!(
+                            leader = %ctx.leader_id,
+                            from = %wal::Lsn(to_lsn),
+                            to = %from,
+                            records = report.records,
+                            "cut this node's divergent WAL tail (written under an older leader, never committed) to follow the new leader's history"
+                        );
+                        ctx.written_tx.send_replace(to_lsn);
+                        ctx.flush_tx.send_if_modified(|f| {
+                            if *f > to_lsn {
+                                *f = to_lsn;
+                                true
+                            } else {
+                                false
+                            }
+                        });
+                        ctx.events.truncated(to_lsn, &report);
+                        return SessionEnd::Again;
+                    }
+                    Err(e) => {
+                        tracing::error!(
+                            at = %wal::Lsn(to_lsn),
+                            error = %e,
+                            "cannot cut the divergent WAL tail; this node cannot follow until it is fixed (retrying)"
+                        );
+                        return SessionEnd::Failed(format!("truncation failed: {e}"));
+                    }
+                }
+            }
+            Message::Error { code, message } => {
+                if code == ErrorCode::WalNotAvailable {
+                    tracing::error!(
+                        leader = %ctx.leader_id,
+                        %message,
+                        "the leader no longer holds the WAL this node needs; this node needs a rebuild (walship rebuild)"
+                    );
+                    return SessionEnd::NeedsRebuild(message);
+                }
+                return SessionEnd::Failed(format!(
+                    "leader refused: {} ({message})",
+                    code.as_str()
+                ));
+            }
+            other => {
+                return SessionEnd::Failed(format!(
+                    "unexpected {} message on the replication stream",
+                    other.name()
+                ));
+            }
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! One WAL sender per connected follower (leader side).
+//!
+//! # A session
+//!
+//! | step | condition | sender does |
+//! |---|---|---|
+//! | 1 | follower's log diverges from ours (fork point < its end) | send `Truncate{fork}`, end (the follower cuts and reconnects) |
+//! | 2 | follower's end is below our oldest retained WAL | send `Error{wal_not_available}`, mark it `needs_rebuild`, end |
+//! | 3 | otherwise | stream from the follower's end: `WalData` chunks of whole records, as fast as it takes them |
+//!
+//! While streaming: a `Keepalive` goes out whenever the commit LSN moves and every
+//! heartbeat interval (that one asks for a reply); the follower's `FollowerStatus`
+//! replies feed [`Progress`] (lag) and the [`SharedGate`] (commit).
+//!
+//! Bounds: at most `window_bytes` sent beyond the follower's reported write LSN,
+//! each `WalData` at most `max_chunk_bytes` (unless one record is larger), and the
+//! socket's own buffer — no unbounded queue anywhere. A follower becomes
+//! `streaming` (and counts for the commit policy) once it has been sent everything
+//! there was; it stays so for the rest of the connection, as PostgreSQL's walsender.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::{SinkExt, StreamExt};
+use parking_lot::Mutex;
+use proto::{ErrorCode, FrameCodec, Message};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{watch, Notify};
+use tokio_util::codec::Framed;
+
+use crate::gate::{Commits, FollowerPosition, SharedGate};
+use crate::progress::{FollowerState, Progress};
+
+/// What a sender reports to its node.
+pub trait SenderEvents: Send + Sync + 'static {
+    /// The gate's commits moved after a follower report.
+    fn commits(&self, commits: Commits);
+    /// WAL bytes shipped.
+    fn shipped(&self, bytes: u64);
+    /// A follower's state changed.
+    fn state(&self, follower: &str, state: FollowerState);
+}
+
+/// Everything the senders of one leader term share.
+pub struct SenderContext {
+    /// The leader's WAL.
+    pub wal: Arc<wal::Wal>,
+    /// The term being led.
+    pub term: u64,
+    /// This leader's id.
+    pub leader_id: String,
+    /// The term's commit gate.
+    pub gate: SharedGate,
+    /// The term's follower progress.
+    pub progress: Arc<Mutex<Progress>>,
+    /// The leader's write LSN (new WAL to ship).
+    pub written: watch::Receiver<u64>,
+    /// The leader's flush LSN (sent in keepalives).
+    pub flushed: watch::Receiver<u64>,
+    /// The cluster commit LSN (sent in keepalives).
+    pub commit: watch::Receiver<u64>,
+    /// Becomes true when the term ends or the node stops.
+    pub stop: watch::Receiver<bool>,
+    /// Keepalive period (asks the follower for a reply).
+    pub heartbeat: Duration,
+    /// Largest `WalData` payload (one record may exceed it).
+    pub max_chunk_bytes: usize,
+    /// Most bytes in flight beyond the follower's reported write LSN.
+    pub window_bytes: u64,
+    /// Callbacks.
+    pub events: Arc<dyn SenderEvents>,
+}
+
+/// Where the follower asked to start (its `StartReplication`).
+#[derive(Debug, Clone)]
+pub struct StartRequest {
+    /// The follower's `(term, start)` history.
+    pub term_history: Vec<(u64, u64)>,
+    /// End of the follower's WAL.
+    pub write_lsn: u64,
+    /// Follower's flush LSN.
+    pub flush_lsn: u64,
+    /// Follower's apply LSN.
+    pub apply_lsn: u64,
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// Serve one follower until it disconnects or the term ends. The returned text
+/// says why the session ended (for the log).
+pub async fn serve_follower<T>(
+    ctx: Arc<SenderContext>,
+    follower: String,
+    mut framed: Framed<T, FrameCodec>,
+    start: StartRequest,
+) -> String
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let wal = &ctx.wal;
+    let ours = wal.term_history();
+    let theirs: Vec<wal::TermSpan> = start
+        .term_history
+        .iter()
+        .map(|&(term, s)| wal::TermSpan {
+            term,
+            start: wal::Lsn(s),
+        })
+        .collect();
+    let our_end = wal.write_lsn();
+    let fork = wal::fork_point(&theirs, wal::Lsn(start.write_lsn), &ours, our_end);
+    if start.write_lsn > fork.0 {
+        tracing::info!(
+            follower = %follower,
+            fork = %fork,
+            follower_end = %wal::Lsn(start.write_lsn),
+            "follower's WAL diverges from the leader's after the fork point; telling it to cut its tail there"
+        );
+        let _ = framed.send(Message::Truncate { to_lsn: fork.0 }).await;
+        return format!("told to truncate at {fork}");
+    }
+    let first = wal.first_lsn();
+    if start.write_lsn < first.0 {
+        let msg = format!(
+            "this leader no longer holds WAL at {} (oldest retained: {first}); the follower must be rebuilt",
+            wal::Lsn(start.write_lsn)
+        );
+        tracing::error!(follower = %follower, "{msg}");
+        ctx.progress
+            .lock()
+            .set_state(&follower, FollowerState::NeedsRebuild);
+        ctx.events.state(&follower, FollowerState::NeedsRebuild);
+        let _ = framed
+            .send(Message::Error {
+                code: ErrorCode::WalNotAvailable,
+                message: msg.clone(),
+            })
+            .await;
+        return msg;
+    }
+
+    ctx.progress
+        .lock()
+        .set_state(&follower, FollowerState::Catchup);
+    ctx.events.state(&follower, FollowerState::Catchup);
+    let commits = ctx.gate.update_follower(
+        &follower,
+        FollowerPosition {
+            connected: false,
+            write_lsn: start.write_lsn,
+            flush_lsn: start.flush_lsn.min(start.write_lsn),
+            apply_lsn: start.apply_lsn.min(start.write_lsn),
+        },
+    );
+    ctx.events.commits(commits);
+
+    let (mut sink, mut stream) = framed.split();
+    let acked_write = Arc::new(AtomicU64::new(start.write_lsn));
+    let streaming = Arc::new(AtomicBool::new(false));
+    let status_seen = Arc::new(Notify::new());
+
+    // Reader: follower statuses (runs apart from the writer so statuses are
+    // always read even while a large send is blocked).
+    let reader = {
+        let ctx = ctx.clone();
+        let follower = follower.clone();
+        let acked_write = acked_write.clone();
+        let streaming = streaming.clone();
+        let status_seen = status_seen.clone();
+        tokio::spawn(async move {
+            loop {
+                match stream.next().await {
+                    Some(Ok(Message::FollowerStatus {
+                        write_lsn,
+                        flush_lsn,
+                        apply_lsn,
+                        ..
+                    })) => {
+                        let pos = {
+                            let mut p = ctx.progress.lock();
+                            p.on_status(&follower, write_lsn, flush_lsn, apply_lsn, now_us());
+                            FollowerPosition {
+                                connected: streaming.load(Ordering::Acquire),
+                                write_lsn,
+                                flush_lsn,
+                                apply_lsn,
+                            }
+                        };
+                        let commits = ctx.gate.update_follower(&follower, pos);
+                        ctx.events.commits(commits);
+                        acked_write.store(write_lsn, Ordering::Release);
+                        status_seen.notify_one();
+                    }
+                    Some(Ok(other)) => {
+                        return format!("unexpected {} from the follower", other.name());
+                    }
+                    Some(Err(e)) => return format!("bad frame from the follower: {e}"),
+                    None => return "the follower closed the connection".to_string(),
+                }
+            }
+        })
+    };
+    let mut reader = reader;
+
+    let mut written = ctx.written.clone();
+    let mut commit = ctx.commit.clone();
+    let mut stop = ctx.stop.clone();
+    let mut ticker = tokio::time::interval(ctx.heartbeat);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pos = start.write_lsn;
+    let mut sent_commit = 0u64;
+    let mut buf: Vec<u8> = Vec::with_capacity(ctx.max_chunk_bytes.min(1 << 20));
+
+    let reason = loop {
+        if *stop.borrow() {
+            break "the leader's term ended".to_string();
+        }
+        let end = *written.borrow_and_update();
+        let in_flight = pos.saturating_sub(acked_write.load(Ordering::Acquire));
+        if pos < end && in_flight < ctx.window_bytes {
+            buf.clear();
+            let chunk_end = match wal.read_raw(wal::Lsn(pos), ctx.max_chunk_bytes, &mut buf) {
+                Ok(e) => e.0,
+                Err(e) => {
+                    tracing::error!(follower = %follower, at = %wal::Lsn(pos), error = %e, "cannot read WAL to ship; ending this replication session");
+                    break format!("cannot read WAL at {}: {e}", wal::Lsn(pos));
+                }
+            };
+            if chunk_end <= pos {
+                // Nothing readable yet (bytes not published); wait for the next change.
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let n = buf.len() as u64;
+            let msg = Message::WalData {
+                start_lsn: pos,
+                bytes: bytes::Bytes::copy_from_slice(&buf),
+            };
+            // Feed without flushing while more is ready, so several chunks share a syscall.
+            let more = chunk_end < *written.borrow();
+            let r = if more {
+                sink.feed(msg).await
+            } else {
+                sink.send(msg).await
+            };
+            if let Err(e) = r {
+                break format!("cannot send WAL: {e}");
+            }
+            ctx.events.shipped(n);
+            pos = chunk_end;
+            if !more && !streaming.load(Ordering::Acquire) {
+                streaming.store(true, Ordering::Release);
+                ctx.progress
+                    .lock()
+                    .set_state(&follower, FollowerState::Streaming);
+                ctx.events.state(&follower, FollowerState::Streaming);
+                tracing::info!(follower = %follower, at = %wal::Lsn(pos), "follower caught up; streaming");
+            }
+            let c = *commit.borrow_and_update();
+            if c != sent_commit && !more {
+                sent_commit = c;
+                if let Err(e) = sink.send(keepalive(&ctx, c, false)).await {
+                    break format!("cannot send keepalive: {e}");
+                }
+            }
+            continue;
+        }
+        if pos >= end && !streaming.load(Ordering::Acquire) {
+            streaming.store(true, Ordering::Release);
+            ctx.progress
+                .lock()
+                .set_state(&follower, FollowerState::Streaming);
+            ctx.events.state(&follower, FollowerState::Streaming);
+        }
+        if let Err(e) = sink.flush().await {
+            break format!("cannot send: {e}");
+        }
+        tokio::select! {
+            r = written.changed() => if r.is_err() { break "the leader stopped".to_string() },
+            r = commit.changed() => {
+                if r.is_err() { break "the leader stopped".to_string() }
+                let c = *commit.borrow_and_update();
+                if c != sent_commit {
+                    sent_commit = c;
+                    if let Err(e) = sink.send(keepalive(&ctx, c, false)).await {
+                        break format!("cannot send keepalive: {e}");
+                    }
+                }
+            }
+            _ = ticker.tick() => {
+                let c = *commit.borrow();
+                sent_commit = c;
+                if let Err(e) = sink.send(keepalive(&ctx, c, true)).await {
+                    break format!("cannot send keepalive: {e}");
+                }
+            }
+            _ = status_seen.notified() => {}
+            r = &mut reader => {
+                break r.unwrap_or_else(|e| format!("status reader failed: {e}"));
+            }
+            _ = stop.changed() => {}
+        }
+    };
+    reader.abort();
+    let commits = ctx.gate.set_connected(&follower, false);
+    ctx.events.commits(commits);
+    ctx.progress
+        .lock()
+        .set_state(&follower, FollowerState::Disconnected);
+    ctx.events.state(&follower, FollowerState::Disconnected);
+    reason
+}
+
+fn keepalive(ctx: &SenderContext, commit_lsn: u64, reply_requested: bool) -> Message {
+    Message::Keepalive {
+        term: ctx.term,
+        leader_id: ctx.leader_id.clone(),
+        flush_lsn: *ctx.flushed.borrow(),
+        commit_lsn,
+        send_time_us: now_us(),
+        reply_requested,
+    }
+}
