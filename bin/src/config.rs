@@ -507,12 +507,12 @@ impl RawConfig {
                 "must be > 0",
             ));
         }
-        if election_timeout < heartbeat_interval * 2 {
+        if election_timeout < heartbeat_interval * 3 {
             return Err(bad(
                 "failover.election_timeout",
                 &f.election_timeout,
                 format!(
-                    "must be at least twice failover.heartbeat_interval ({})",
+                    "must be at least three times failover.heartbeat_interval ({})",
                     f.heartbeat_interval
                 ),
             ));
