@@ -54,6 +54,10 @@ pub struct Metrics {
     pub failover_lost_writes_total: IntCounter,
     /// Followers that need a rebuild (leader only).
     pub followers_needing_rebuild: IntGauge,
+    /// 1 while a follower streams from this leader (label `follower`).
+    pub follower_connected: IntGaugeVec,
+    /// `wal.max_retained` in bytes (for retention alerts).
+    pub wal_max_retained_bytes: IntGauge,
 }
 
 fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -174,6 +178,16 @@ impl Metrics {
                 "Followers whose WAL the leader no longer holds",
             )
             .unwrap_or_else(|e| panic!("{e}")),
+            follower_connected: gauge_vec(
+                "walship_follower_connected",
+                "1 while the follower has a replication connection to this leader",
+                &["follower"],
+            ),
+            wal_max_retained_bytes: IntGauge::new(
+                "walship_wal_max_retained_bytes",
+                "Configured wal.max_retained in bytes",
+            )
+            .unwrap_or_else(|e| panic!("{e}")),
             registry,
         };
         let r = &m.registry;
@@ -200,6 +214,8 @@ impl Metrics {
             Box::new(m.failover_lost_bytes_total.clone()),
             Box::new(m.failover_lost_writes_total.clone()),
             Box::new(m.followers_needing_rebuild.clone()),
+            Box::new(m.follower_connected.clone()),
+            Box::new(m.wal_max_retained_bytes.clone()),
         ];
         for c in all {
             r.register(c)

@@ -34,6 +34,8 @@ pub async fn run(shared: Arc<Shared>) {
         let first = shared.wal.first_lsn().0;
         let end = shared.wal.write_lsn().0;
         m.wal_retained_bytes.set(end.saturating_sub(first) as i64);
+        m.wal_max_retained_bytes
+            .set(shared.cfg.wal.max_retained as i64);
         let seg = shared.wal.segment_size().max(1);
         m.wal_segments.set((end / seg - first / seg + 1) as i64);
 
@@ -64,7 +66,10 @@ pub async fn run(shared: Arc<Shared>) {
                     needing_rebuild += 1;
                 }
             }
-            for (id, _, state) in &followers {
+            for (id, pos, state) in &followers {
+                m.follower_connected
+                    .with_label_values(&[id])
+                    .set(pos.connected as i64);
                 for s in ["async", "potential", "sync", "quorum"] {
                     m.follower_sync_state
                         .with_label_values(&[id, s])
