@@ -226,6 +226,9 @@ pub fn publish_core_state(shared: &Shared, core: &failover::Node) {
             .with_label_values(&[r.as_str()])
             .set((r == role) as i64);
     }
+    if info.role == Role::Candidate && shared.role_tx.borrow().role != Role::Candidate {
+        shared.metrics.elections_started_total.inc();
+    }
     shared.role_tx.send_if_modified(|cur| {
         if *cur != info {
             *cur = info;
