@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 mod error;
+mod flushgate;
 mod history;
 mod lsn;
 mod reader;

@@ -23,24 +23,6 @@ use memmap2::{MmapOptions, MmapRaw};
 
 use crate::WalError;
 
-/// How new segments' pages are faulted in before appends reach them. Measured with
-/// `cargo bench --bench wal` (see benches/README.md): `Populate` maps the page-cache
-/// pages at mmap time (a read fault per page, in the preallocating thread), so an
-/// append only takes the cheap write-notify fault; the extents stay "unwritten",
-/// which keeps per-append `fdatasync` as cheap as on a plain fallocated file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[allow(dead_code)]
-pub(crate) enum Prefault {
-    /// No prefaulting: every page is faulted by the first append that touches it.
-    None,
-    /// MAP_POPULATE (read faults) at map time.
-    Populate,
-    /// Write a zero to every page, then fdatasync (extents become "written").
-    TouchWrite,
-}
-
-pub(crate) const PREFAULT: Prefault = Prefault::Populate;
-
 /// File name of the segment starting at `start`: 16 uppercase hex digits + `.wal`.
 pub(crate) fn file_name(start: u64) -> String {
     format!("{start:016X}.wal")
@@ -115,7 +97,12 @@ impl Segment {
     /// map (prefaulted), rename into place, fsync the directory. On a full disk the
     /// tmp file is removed and `NoSpace` returned; nothing is mapped before the
     /// allocation succeeded.
-    pub fn create(dir: &Path, start: u64, size: u64) -> Result<Segment, WalError> {
+    ///
+    /// With `zero_fill`, zeros are also written over the whole file and fdatasynced
+    /// before mapping, so the extents are "written" (see `WalOptions::zero_fill`).
+    /// Either way the pages are then mapped with MAP_POPULATE, so appends do not take
+    /// major faults.
+    pub fn create(dir: &Path, start: u64, size: u64, zero_fill: bool) -> Result<Segment, WalError> {
         let path = dir.join(file_name(start));
         let tmp = dir.join(format!("{}.tmp", file_name(start)));
         let _ = std::fs::remove_file(&tmp);
@@ -130,7 +117,22 @@ impl Segment {
             let _ = std::fs::remove_file(&tmp);
             return Err(e);
         }
-        let map = map(&file, &tmp, size, PREFAULT == Prefault::Populate)?;
+        if zero_fill {
+            use std::os::unix::fs::FileExt;
+            let zeros = vec![0u8; 1 << 20];
+            let mut off = 0u64;
+            while off < size {
+                let n = (size - off).min(zeros.len() as u64) as usize;
+                if let Err(e) = file.write_all_at(&zeros[..n], off) {
+                    drop(file);
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(WalError::io(&tmp, e));
+                }
+                off += n as u64;
+            }
+        }
+        file.sync_all().map_err(|e| WalError::io(&tmp, e))?;
+        let map = map(&file, &tmp, size, true)?;
         let seg = Segment {
             start,
             size,
@@ -138,18 +140,6 @@ impl Segment {
             file,
             map,
         };
-        if PREFAULT == Prefault::TouchWrite {
-            let p = seg.map.as_mut_ptr();
-            let mut off = 0usize;
-            while off < size as usize {
-                // SAFETY: in bounds of the mapping; nobody else knows this segment yet.
-                unsafe { p.add(off).write_volatile(0) };
-                off += 4096;
-            }
-            seg.file.sync_data().map_err(|e| WalError::io(&tmp, e))?;
-        } else {
-            seg.file.sync_all().map_err(|e| WalError::io(&tmp, e))?;
-        }
         std::fs::rename(&tmp, &path).map_err(|e| WalError::io(&path, e))?;
         sync_dir(dir)?;
         Ok(seg)
@@ -286,7 +276,7 @@ mod tests {
     #[test]
     fn create_allocates_and_maps() {
         let d = tempfile::tempdir().unwrap();
-        let s = Segment::create(d.path(), 1 << 20, 1 << 20).unwrap();
+        let s = Segment::create(d.path(), 1 << 20, 1 << 20, false).unwrap();
         assert_eq!(s.path, d.path().join("0000000000100000.wal"));
         let md = std::fs::metadata(&s.path).unwrap();
         assert_eq!(md.len(), 1 << 20);

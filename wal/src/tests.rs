@@ -6,6 +6,7 @@ fn opts() -> WalOptions {
     WalOptions {
         segment_size: 1 << 20,
         repair: false,
+        zero_fill: false,
     }
 }
 

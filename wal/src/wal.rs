@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 use parking_lot::{Mutex, RwLock};
 use tracing::{error, info, warn};
 
+use crate::flushgate::FlushGate;
 use crate::history::{self, TermSpan};
 use crate::reader::WalReader;
 use crate::record::{self, aligned_len, kind, HEADER_LEN};
@@ -32,6 +33,20 @@ pub struct WalOptions {
     /// On damage that recovery cannot attribute to a torn tail, truncate the log at
     /// the damage (logged) instead of refusing to open.
     pub repair: bool,
+    /// How new segments are prepared (by the background preallocator). Both ways the
+    /// file is fully allocated with `fallocate` and its pages are mapped ahead with
+    /// MAP_POPULATE, so appends never take major faults.
+    ///
+    /// * `false` (default): blocks stay "unwritten" extents. Fastest appends and no
+    ///   extra I/O, but the first fdatasync that reaches each new 4 KiB block also
+    ///   commits an ext4 journal transaction (extent conversion): flushing after every
+    ///   small record costs the same as a plain file, flushing after every >= 4 KiB
+    ///   record costs ~3x (see benches/README.md).
+    /// * `true`: zeros are written over the whole segment and fdatasynced before it is
+    ///   used (PostgreSQL's `wal_init_zero`): per-record flushes stay at plain-file
+    ///   cost for any record size, but every segment is written twice, so sustained
+    ///   append throughput is bounded by half the disk bandwidth.
+    pub zero_fill: bool,
 }
 
 impl Default for WalOptions {
@@ -39,6 +54,7 @@ impl Default for WalOptions {
         WalOptions {
             segment_size: 64 << 20,
             repair: false,
+            zero_fill: false,
         }
     }
 }
@@ -101,20 +117,23 @@ pub(crate) struct Inner {
     pub dir: PathBuf,
     pub seg_size: u64,
     pub max_record: u64,
+    pub zero_fill: bool,
     /// End of the last appended record. Stored with Release after the bytes are in
     /// the map; readers load it with Acquire and read only below it.
     pub write_lsn: AtomicU64,
     pub flush_lsn: AtomicU64,
     pub first_lsn: AtomicU64,
     pub last_term: AtomicU64,
+    /// fdatasync calls made by `flush` (group commit shows as fewer than flushes).
+    fsyncs: AtomicU64,
     poisoned: AtomicBool,
     poison_cause: Mutex<String>,
     /// Every retained segment by start LSN (readers, flush, retention).
     pub segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
     pub writer: Mutex<Writer>,
-    /// Held by the flush leader, and by truncate/reset (lock order: flush_lock, then
-    /// writer, then history).
-    flush_lock: Mutex<()>,
+    /// Group-commit leadership, also taken by truncate/reset (order: flush gate,
+    /// then writer mutex, then history mutex).
+    flush_gate: FlushGate,
     history: Mutex<Vec<TermSpan>>,
     _lock_file: File,
     #[cfg(test)]
@@ -200,16 +219,16 @@ impl Writer {
                             "WAL segment preallocation thread panicked; allocating segment {} synchronously",
                             segment::file_name(want)
                         );
-                        Segment::create(&inner.dir, want, inner.seg_size)?
+                        Segment::create(&inner.dir, want, inner.seg_size, inner.zero_fill)?
                     }
                 },
                 Some((_, h)) => {
                     if let Ok(Ok(s)) = h.join() {
                         let _ = std::fs::remove_file(&s.path);
                     }
-                    Segment::create(&inner.dir, want, inner.seg_size)?
+                    Segment::create(&inner.dir, want, inner.seg_size, inner.zero_fill)?
                 }
-                None => Segment::create(&inner.dir, want, inner.seg_size)?,
+                None => Segment::create(&inner.dir, want, inner.seg_size, inner.zero_fill)?,
             };
             self.ready.push_back(Arc::new(seg));
         }
@@ -225,9 +244,10 @@ impl Writer {
         let start = self.next_start();
         let dir = inner.dir.clone();
         let size = inner.seg_size;
+        let zero_fill = inner.zero_fill;
         match std::thread::Builder::new()
             .name("wal-prealloc".into())
-            .spawn(move || Segment::create(&dir, start, size))
+            .spawn(move || Segment::create(&dir, start, size, zero_fill))
         {
             Ok(h) => self.pending = Some((start, h)),
             Err(e) => warn!(
@@ -395,7 +415,7 @@ impl Wal {
         let rec = if found.is_empty() {
             let start = start_file.unwrap_or(0);
             check_log_start(start, size)?;
-            let seg = Segment::create(dir, seg_start(start, size), size)?;
+            let seg = Segment::create(dir, seg_start(start, size), size, opts.zero_fill)?;
             recovery::Recovered {
                 segments: vec![Arc::new(seg)],
                 log_start: start,
@@ -464,10 +484,12 @@ impl Wal {
             dir: dir.to_path_buf(),
             seg_size: size,
             max_record,
+            zero_fill: opts.zero_fill,
             write_lsn: AtomicU64::new(rec.write_lsn),
             flush_lsn: AtomicU64::new(rec.write_lsn),
             first_lsn: AtomicU64::new(first_lsn),
             last_term: AtomicU64::new(last_term),
+            fsyncs: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
             poison_cause: Mutex::new(String::new()),
             segments: RwLock::new(segs),
@@ -478,7 +500,7 @@ impl Wal {
                 ready: VecDeque::new(),
                 pending: None,
             }),
-            flush_lock: Mutex::new(()),
+            flush_gate: FlushGate::new(),
             history: Mutex::new(hist),
             _lock_file: lock_file,
             #[cfg(test)]
@@ -724,7 +746,19 @@ impl Wal {
                 self.write_lsn()
             )));
         }
-        let _g = inner.flush_lock.lock();
+        let _leader = loop {
+            let seen = inner.flush_gate.epoch();
+            self.check_poisoned()?;
+            let f = inner.flush_lsn.load(Ordering::Acquire);
+            if f >= upto.0 {
+                return Ok(Lsn(f));
+            }
+            if let Some(l) = inner.flush_gate.try_lead() {
+                break l;
+            }
+            inner.flush_gate.wait(seen);
+        };
+        // Leader: re-check, then flush everything written so far.
         self.check_poisoned()?;
         let f = inner.flush_lsn.load(Ordering::Acquire);
         if f >= upto.0 {
@@ -744,6 +778,7 @@ impl Wal {
                 self.poison(&e);
                 return Err(e);
             }
+            inner.fsyncs.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = s.sync_data() {
                 self.poison(&e);
                 return Err(e);
@@ -771,6 +806,12 @@ impl Wal {
     /// Term of the last record, or of the last term history entry (0 if none).
     pub fn last_term(&self) -> Term {
         self.inner.last_term.load(Ordering::Relaxed)
+    }
+
+    /// Number of segment fdatasync calls made by [`Wal::flush`] since open. With
+    /// group commit this grows slower than the number of flush calls (a metric).
+    pub fn fdatasync_count(&self) -> u64 {
+        self.inner.fsyncs.load(Ordering::Relaxed)
     }
 
     /// Segment size in bytes.
@@ -819,7 +860,7 @@ impl Wal {
         self.check_poisoned()?;
         let inner = &*self.inner;
         let size = inner.seg_size;
-        let _f = inner.flush_lock.lock();
+        let _f = inner.flush_gate.lead();
         let mut w = inner.writer.lock();
         let old = w.pos;
         let first = inner.first_lsn.load(Ordering::Acquire);
@@ -1032,7 +1073,7 @@ impl Wal {
             .copied()
             .collect();
         history::validate(&hist).map_err(WalError::InvalidArgument)?;
-        let _f = inner.flush_lock.lock();
+        let _f = inner.flush_gate.lead();
         let mut w = inner.writer.lock();
         let res = (|| -> Result<Arc<Segment>, WalError> {
             w.drain();
@@ -1050,7 +1091,12 @@ impl Wal {
             segment::sync_dir(&inner.dir)?;
             write_atomically(&inner.dir, START_FILE, format!("{start}\n").as_bytes())?;
             history::store(&inner.dir, &hist)?;
-            let seg = Arc::new(Segment::create(&inner.dir, seg_start(start.0, size), size)?);
+            let seg = Arc::new(Segment::create(
+                &inner.dir,
+                seg_start(start.0, size),
+                size,
+                inner.zero_fill,
+            )?);
             inner.segments.write().insert(seg.start, seg.clone());
             Ok(seg)
         })();

@@ -165,6 +165,7 @@ fn argument_checks() {
             WalOptions {
                 segment_size: size,
                 repair: false,
+                zero_fill: false,
             },
         );
         assert!(matches!(e, Err(WalError::InvalidArgument(_))), "{size}");
@@ -194,6 +195,7 @@ fn segment_size_mismatch_is_reported() {
         WalOptions {
             segment_size: 2 << 20,
             repair: false,
+            zero_fill: false,
         },
     )
     .unwrap_err();
@@ -270,4 +272,26 @@ fn read_raw_contract() {
     assert_eq!(&all[..SEG as usize], &seg0[..]);
     // not a record boundary
     assert!(w.read_raw(Lsn(8), 100, &mut out).is_err());
+}
+
+#[test]
+fn zero_filled_segments_work_the_same() {
+    let d = tempfile::tempdir().unwrap();
+    let o = WalOptions {
+        segment_size: SEG,
+        repair: false,
+        zero_fill: true,
+    };
+    let (w, _) = Wal::open(d.path(), o.clone()).unwrap();
+    let mut n = 0;
+    while w.write_lsn().0 < 3 * SEG {
+        let a = w.append(1, 16, &payload(n, 5000)).unwrap();
+        w.flush(a.end).unwrap();
+        n += 1;
+    }
+    let all = read_all(&w, Lsn(0));
+    drop(w);
+    let (w, rep) = Wal::open(d.path(), o).unwrap();
+    assert_eq!(rep.records, n);
+    assert_eq!(read_all(&w, Lsn(0)), all);
 }

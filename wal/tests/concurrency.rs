@@ -57,6 +57,14 @@ fn many_appenders_with_group_commit_lose_nothing() {
     }
     assert_eq!(all.len() as u64, THREADS * PER);
     assert_eq!(w.flush_lsn(), w.write_lsn());
+    // 8000 flush calls; group commit never needs more fdatasyncs than that (each
+    // fdatasync covers at least one segment, rollovers may add one per segment)
+    let segs = w.write_lsn().0 / SEG + 1;
+    assert!(
+        w.fdatasync_count() <= THREADS * (PER / 4 + 1) + segs,
+        "{}",
+        w.fdatasync_count()
+    );
     let end = w.write_lsn();
     drop(w);
     let (w, rep) = open(d.path());

@@ -9,6 +9,7 @@ pub fn opts() -> WalOptions {
     WalOptions {
         segment_size: SEG,
         repair: false,
+        zero_fill: false,
     }
 }
 
@@ -16,6 +17,7 @@ pub fn repair() -> WalOptions {
     WalOptions {
         segment_size: SEG,
         repair: true,
+        zero_fill: false,
     }
 }
 
