@@ -174,12 +174,12 @@ fn baseline(n: usize, fallocated: bool) -> (f64, Duration, Duration) {
     (n as f64 / el, pct(&lat, 0.5), pct(&lat, 0.99))
 }
 
-/// Sequential read of ~512 MiB of `size`-byte records with a WalReader.
+/// Sequential read of ~256 MiB of `size`-byte records with a WalReader.
 fn seq_read(size: usize) -> (f64, f64) {
     let d = bench_dir();
     let w = open_wal(d.path());
     let payload = vec![9u8; size];
-    let n = (512usize << 20) / (size + 32);
+    let n = (256usize << 20) / (size + 32);
     for _ in 0..n {
         w.append(1, 16, &payload).expect("append");
     }
@@ -221,12 +221,12 @@ fn summary() {
         us(bf_p99)
     );
     for size in [100usize, 4096] {
-        let (rps, mbps) = append_no_flush(size, 2.0);
+        let (rps, mbps) = append_no_flush(size, 1.5);
         println!("append without flush {size} B: {rps:.0} records/s");
         println!("append without flush {size} B: {mbps:.0} MB/s");
     }
     for zero_fill in [false, true] {
-        let one4k = append_flush(1, 4096, 2.0, zero_fill);
+        let one4k = append_flush(1, 4096, 1.5, zero_fill);
         println!(
             "append+flush 1 appender 4 KiB (zero_fill={zero_fill}): {:.0} records/s, p50 {:.1} us, p99 {:.1} us (p50 {:.2}x baseline p50)",
             one4k.rps,
@@ -235,7 +235,7 @@ fn summary() {
             us(one4k.p50) / us(b_p50)
         );
     }
-    let one = append_flush(1, 100, 2.0, false);
+    let one = append_flush(1, 100, 1.5, false);
     println!(
         "append+flush 1 appender 100 B: {:.0} records/s, p50 {:.1} us, p99 {:.1} us (p50 {:.2}x baseline p50)",
         one.rps,
@@ -244,7 +244,7 @@ fn summary() {
         us(one.p50) / us(b_p50)
     );
     for t in [8usize, 64] {
-        let s = append_flush(t, 100, 2.0, false);
+        let s = append_flush(t, 100, 1.5, false);
         println!(
             "append+flush {t} appenders 100 B: {:.0} records/s ({:.1}x one appender), p50 {:.1} us, p99 {:.1} us, {:.3} fdatasync per flush",
             s.rps,
@@ -376,7 +376,7 @@ criterion_group! {
     config = Criterion::default()
         .sample_size(10)
         .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(2));
+        .measurement_time(Duration::from_millis(1500));
     targets = crit_append, crit_flush, crit_read
 }
 

@@ -295,3 +295,43 @@ fn zero_filled_segments_work_the_same() {
     assert_eq!(rep.records, n);
     assert_eq!(read_all(&w, Lsn(0)), all);
 }
+
+/// Needs a small, nearly full file system: `WAL_NOSPACE_DIR=/mnt/small cargo test
+/// -p wal --release --test basic -- --ignored no_space` (e.g. a 3 MiB tmpfs).
+#[test]
+#[ignore]
+fn full_disk_is_a_clean_no_space_error() {
+    let Some(base) = std::env::var_os("WAL_NOSPACE_DIR") else {
+        return;
+    };
+    let d = tempfile::tempdir_in(base).unwrap();
+    let (w, _) = open(d.path());
+    let mut err = None;
+    for i in 0..100u64 {
+        match w.append(1, 16, &payload(i, 200_000)) {
+            Ok(a) => {
+                w.flush(a.end).unwrap();
+            }
+            Err(e) => {
+                err = Some(e);
+                break;
+            }
+        }
+    }
+    let e = err.expect("the file system never filled up");
+    assert!(matches!(e, WalError::NoSpace { .. }), "{e}");
+    // still usable: what fits in the current segment can be read back, and the log
+    // reopens
+    let end = w.write_lsn();
+    let n = read_all(&w, Lsn(0)).len();
+    assert!(matches!(w.append(1, 16, &payload(1, 600_000 - 64)), Err(_)));
+    drop(w);
+    let (w, rep) = open(d.path());
+    assert_eq!(rep.write_lsn, end);
+    assert_eq!(read_all(&w, Lsn(0)).len(), n);
+    assert!(!std::fs::read_dir(d.path()).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .ends_with(".tmp")));
+}
