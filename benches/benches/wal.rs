@@ -204,44 +204,116 @@ fn seq_read(size: usize) -> (f64, f64) {
     best
 }
 
+/// One appender flushing every append, interleaved with the plain-file baseline in
+/// short rounds so that all variants see the same machine conditions (fsync latency
+/// here swings with the host's load). Returns (label, ops/s, p50, p99) per variant.
+fn one_appender_interleaved(
+    rounds: usize,
+    per_round: usize,
+) -> Vec<(String, f64, Duration, Duration)> {
+    let d = bench_dir();
+    let plain_path = d.path().join("plain");
+    let mut plain = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(&plain_path)
+        .expect("open plain");
+    let dw = bench_dir();
+    let dz = bench_dir();
+    let w = open_wal(dw.path());
+    let z = open_wal_zero_filled(dz.path());
+    let p4k = vec![5u8; 4096];
+    let p100 = vec![5u8; 100];
+    let labels = [
+        "plain file write()+fdatasync 4 KiB (baseline)",
+        "wal append+flush 4 KiB",
+        "wal append+flush 4 KiB, zero_fill",
+        "wal append+flush 100 B",
+    ];
+    let mut lat: Vec<Vec<Duration>> = vec![Vec::new(); labels.len()];
+    let mut busy = vec![Duration::ZERO; labels.len()];
+    for round in 0..rounds + 1 {
+        for (v, l) in lat.iter_mut().enumerate() {
+            let s = Instant::now();
+            for _ in 0..per_round {
+                let t = Instant::now();
+                match v {
+                    0 => {
+                        plain.write_all(&p4k).expect("write");
+                        plain.sync_data().expect("fdatasync");
+                    }
+                    1 => {
+                        let a = w.append(1, 16, &p4k).expect("append");
+                        w.flush(a.end).expect("flush");
+                    }
+                    2 => {
+                        let a = z.append(1, 16, &p4k).expect("append");
+                        z.flush(a.end).expect("flush");
+                    }
+                    _ => {
+                        let a = w.append(1, 16, &p100).expect("append");
+                        w.flush(a.end).expect("flush");
+                    }
+                }
+                if round > 0 {
+                    l.push(t.elapsed());
+                }
+            }
+            if round > 0 {
+                busy[v] += s.elapsed();
+            }
+        }
+    }
+    labels
+        .iter()
+        .zip(lat.iter_mut())
+        .zip(busy)
+        .map(|((label, l), b)| {
+            l.sort_unstable();
+            (
+                label.to_string(),
+                l.len() as f64 / b.as_secs_f64(),
+                pct(l, 0.5),
+                pct(l, 0.99),
+            )
+        })
+        .collect()
+}
+
+/// Lets writeback from an earlier phase settle so it does not throttle the next.
+fn settle() {
+    // SAFETY: sync(2) has no arguments and cannot fail.
+    unsafe { libc::sync() };
+    std::thread::sleep(Duration::from_millis(300));
+}
+
 fn summary() {
     println!("== walship wal benchmark summary (explicit measurements) ==");
-    let (b_ops, b_p50, b_p99) = baseline(3000, false);
+    let rows = one_appender_interleaved(6, 250);
+    let base = rows[0].2;
+    for (label, ops, p50, p99) in &rows {
+        println!(
+            "1 appender, flush every append, interleaved: {label}: {ops:.0} ops/s, p50 {:.1} us, p99 {:.1} us, p50 = {:.2}x baseline",
+            us(*p50),
+            us(*p99),
+            us(*p50) / us(base)
+        );
+    }
+    let (b_ops, b_p50, b_p99) = baseline(2000, true);
     println!(
-        "baseline write()+fdatasync 4 KiB, plain growing file: {:.0} ops/s, p50 {:.1} us, p99 {:.1} us",
+        "baseline write()+fdatasync 4 KiB, fallocated file: {:.0} ops/s, p50 {:.1} us, p99 {:.1} us",
         b_ops,
         us(b_p50),
         us(b_p99)
     );
-    let (bf_ops, bf_p50, bf_p99) = baseline(3000, true);
-    println!(
-        "baseline write()+fdatasync 4 KiB, fallocated file:    {:.0} ops/s, p50 {:.1} us, p99 {:.1} us",
-        bf_ops,
-        us(bf_p50),
-        us(bf_p99)
-    );
-    for size in [100usize, 4096] {
-        let (rps, mbps) = append_no_flush(size, 1.5);
-        println!("append without flush {size} B: {rps:.0} records/s");
-        println!("append without flush {size} B: {mbps:.0} MB/s");
-    }
-    for zero_fill in [false, true] {
-        let one4k = append_flush(1, 4096, 1.5, zero_fill);
-        println!(
-            "append+flush 1 appender 4 KiB (zero_fill={zero_fill}): {:.0} records/s, p50 {:.1} us, p99 {:.1} us (p50 {:.2}x baseline p50)",
-            one4k.rps,
-            us(one4k.p50),
-            us(one4k.p99),
-            us(one4k.p50) / us(b_p50)
-        );
-    }
+    settle();
     let one = append_flush(1, 100, 1.5, false);
     println!(
-        "append+flush 1 appender 100 B: {:.0} records/s, p50 {:.1} us, p99 {:.1} us (p50 {:.2}x baseline p50)",
+        "append+flush 1 appender 100 B: {:.0} records/s, p50 {:.1} us, p99 {:.1} us",
         one.rps,
         us(one.p50),
-        us(one.p99),
-        us(one.p50) / us(b_p50)
+        us(one.p99)
     );
     for t in [8usize, 64] {
         let s = append_flush(t, 100, 1.5, false);
@@ -255,6 +327,13 @@ fn summary() {
         );
     }
     for size in [100usize, 4096] {
+        settle();
+        let (rps, mbps) = append_no_flush(size, 1.5);
+        println!("append without flush {size} B: {rps:.0} records/s");
+        println!("append without flush {size} B: {mbps:.0} MB/s");
+    }
+    for size in [100usize, 4096] {
+        settle();
         let (rps, mbps) = seq_read(size);
         println!("sequential read {size} B records: {rps:.0} records/s, {mbps:.0} MB/s");
     }
