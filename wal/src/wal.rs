@@ -765,6 +765,13 @@ impl Wal {
             return Ok(Lsn(f));
         }
         let target = inner.write_lsn.load(Ordering::Acquire);
+        if target < upto.0 {
+            // The log was truncated below `upto` while this caller waited.
+            return Err(WalError::InvalidArgument(format!(
+                "cannot flush up to {upto}: the WAL was truncated to {}",
+                Lsn(target)
+            )));
+        }
         let segs: Vec<Arc<Segment>> = {
             let m = inner.segments.read();
             m.range(seg_start(f, inner.seg_size)..target)

@@ -81,6 +81,10 @@ fn cut_at_every_byte_of_the_last_records() {
         assert_eq!(w.last_term(), last_term);
         assert_eq!(w.term_history().last().unwrap().term, last_term);
         // the cut tail is gone for good: appending continues cleanly and reopens
+        // (checked for a sample of the offsets to keep the suite fast)
+        if x % 16 != 0 && x != end {
+            continue;
+        }
         let a = w.append(last_term, 16, b"after").unwrap();
         assert_eq!(a.lsn, want_end);
         drop(w);
