@@ -174,12 +174,12 @@ fn baseline(n: usize, fallocated: bool) -> (f64, Duration, Duration) {
     (n as f64 / el, pct(&lat, 0.5), pct(&lat, 0.99))
 }
 
-/// Sequential read of ~256 MiB of `size`-byte records with a WalReader.
+/// Sequential read of ~128 MiB of `size`-byte records with a WalReader.
 fn seq_read(size: usize) -> (f64, f64) {
     let d = bench_dir();
     let w = open_wal(d.path());
     let payload = vec![9u8; size];
-    let n = (256usize << 20) / (size + 32);
+    let n = (128usize << 20) / (size + 32);
     for _ in 0..n {
         w.append(1, 16, &payload).expect("append");
     }
@@ -290,7 +290,7 @@ fn settle() {
 
 fn summary() {
     println!("== walship wal benchmark summary (explicit measurements) ==");
-    let rows = one_appender_interleaved(6, 250);
+    let rows = one_appender_interleaved(4, 200);
     let base = rows[0].2;
     for (label, ops, p50, p99) in &rows {
         println!(
@@ -455,7 +455,7 @@ criterion_group! {
     config = Criterion::default()
         .sample_size(10)
         .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_millis(1500));
+        .measurement_time(Duration::from_secs(1));
     targets = crit_append, crit_flush, crit_read
 }
 
