@@ -63,3 +63,55 @@ fn flush_waits_for_concurrent_leader() {
         Err(WalError::InvalidArgument(_))
     ));
 }
+
+#[test]
+fn group_commit_shares_one_fdatasync() {
+    // Deterministic: the first flush leader waits (test hook) until the 7 other
+    // appenders are waiting as followers, so one fdatasync must cover all 8 records.
+    let d = tempfile::tempdir().unwrap();
+    let (wal, _) = Wal::open(d.path(), opts()).unwrap();
+    let wal = std::sync::Arc::new(wal);
+    wal.hold_next_leader_for(7);
+    let before = wal.fdatasync_count();
+    let hs: Vec<_> = (0..8u8)
+        .map(|i| {
+            let w = wal.clone();
+            std::thread::spawn(move || {
+                let a = w.append(1, kind::FIRST_APP, &[i; 100]).unwrap();
+                let f = w.flush(a.end).unwrap();
+                assert!(f >= a.end);
+                a
+            })
+        })
+        .collect();
+    let ends: Vec<Appended> = hs.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(
+        wal.fdatasync_count() - before,
+        1,
+        "one fdatasync for 8 flushes"
+    );
+    let max = ends.iter().map(|a| a.end).max().unwrap();
+    assert_eq!(wal.flush_lsn(), max);
+}
+
+#[test]
+fn poisoned_leader_fails_its_followers() {
+    let d = tempfile::tempdir().unwrap();
+    let (wal, _) = Wal::open(d.path(), opts()).unwrap();
+    let wal = std::sync::Arc::new(wal);
+    wal.hold_next_leader_for(3);
+    wal.inject_fsync_failure();
+    let hs: Vec<_> = (0..4u8)
+        .map(|i| {
+            let w = wal.clone();
+            std::thread::spawn(move || {
+                let a = w.append(1, kind::FIRST_APP, &[i; 10]).unwrap();
+                w.flush(a.end)
+            })
+        })
+        .collect();
+    for h in hs {
+        assert!(h.join().unwrap().is_err(), "no follower may see success");
+    }
+    assert_eq!(wal.flush_lsn(), Lsn(0));
+}

@@ -138,6 +138,12 @@ pub(crate) struct Inner {
     _lock_file: File,
     #[cfg(test)]
     pub fail_next_fsync: AtomicBool,
+    /// Test hook: followers currently waiting in `flush`.
+    #[cfg(test)]
+    pub test_waiting: AtomicU64,
+    /// Test hook: the next flush leader waits until this many followers wait.
+    #[cfg(test)]
+    pub test_hold_for: AtomicU64,
 }
 
 /// A segmented, memory-mapped write-ahead log. `Send + Sync`: share it as `Arc<Wal>`.
@@ -505,6 +511,10 @@ impl Wal {
             _lock_file: lock_file,
             #[cfg(test)]
             fail_next_fsync: AtomicBool::new(false),
+            #[cfg(test)]
+            test_waiting: AtomicU64::new(0),
+            #[cfg(test)]
+            test_hold_for: AtomicU64::new(0),
         });
         inner.writer.lock().kick(&inner);
         info!(
@@ -756,8 +766,24 @@ impl Wal {
             if let Some(l) = inner.flush_gate.try_lead() {
                 break l;
             }
+            #[cfg(test)]
+            inner.test_waiting.fetch_add(1, Ordering::SeqCst);
             inner.flush_gate.wait(seen);
+            #[cfg(test)]
+            inner.test_waiting.fetch_sub(1, Ordering::SeqCst);
         };
+        #[cfg(test)]
+        {
+            let want = inner.test_hold_for.swap(0, Ordering::SeqCst);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while inner.test_waiting.load(Ordering::SeqCst) < want {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "followers never arrived"
+                );
+                std::thread::yield_now();
+            }
+        }
         // Leader: re-check, then flush everything written so far.
         self.check_poisoned()?;
         let f = inner.flush_lsn.load(Ordering::Acquire);
@@ -1125,6 +1151,11 @@ impl Wal {
         w.kick(inner);
         warn!(start = %start, dir = %inner.dir.display(), "WAL reset: all records removed; the log now starts empty at {start}");
         Ok(())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn hold_next_leader_for(&self, followers: u64) {
+        self.inner.test_hold_for.store(followers, Ordering::SeqCst);
     }
 
     #[cfg(test)]
