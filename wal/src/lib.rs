@@ -110,6 +110,9 @@
 //! # Durability and failures
 //!
 //! `flush` returns only after `fdatasync` of every segment holding unflushed bytes.
+//! Group commit: one caller at a time becomes the flush leader and fdatasyncs up to
+//! the *current* write LSN; the others wait on a futex, all wake when the leader is
+//! done and return at once if their LSN is covered (no lock hand-off chain).
 //! If an `fdatasync` fails, the kernel may already have dropped the dirty pages, so
 //! the WAL is *poisoned*: every later append and flush returns
 //! [`WalError::Poisoned`] (PostgreSQL's fsync lesson: never retry and pretend).
