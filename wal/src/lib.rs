@@ -121,6 +121,7 @@
 mod error;
 mod flushgate;
 mod history;
+pub mod inspect;
 mod lsn;
 mod reader;
 pub mod record;
