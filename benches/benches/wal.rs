@@ -54,10 +54,15 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-/// Appends without flushing for ~`secs`, in timed chunks of `chunk` bytes.
-fn append_no_flush(size: usize, secs: f64) -> (f64, f64) {
+/// Appends without flushing for ~`secs`, in timed chunks of 256 MiB, with the given
+/// touch-ahead window (`WalOptions::touch_ahead`; 0 = off, the pre-2026-11-22 path).
+fn append_no_flush(size: usize, secs: f64, touch_ahead: u64) -> (f64, f64) {
     let d = bench_dir();
-    let w = open_wal(d.path());
+    let o = WalOptions {
+        touch_ahead,
+        ..WalOptions::default()
+    };
+    let w = Wal::open(d.path(), o).expect("open wal").0;
     let payload = vec![0x5Au8; size];
     let chunk_records = ((256usize << 20) / (size + 32)).max(1);
     // warm up one chunk
@@ -326,11 +331,13 @@ fn summary() {
             s.fsyncs_per_flush
         );
     }
+    let on = WalOptions::default().touch_ahead;
     for size in [100usize, 4096] {
-        settle();
-        let (rps, mbps) = append_no_flush(size, 1.5);
-        println!("append without flush {size} B: {rps:.0} records/s");
-        println!("append without flush {size} B: {mbps:.0} MB/s");
+        for (label, touch) in [("", on), (", touch_ahead off", 0)] {
+            settle();
+            let (rps, mbps) = append_no_flush(size, 1.5, touch);
+            println!("append without flush {size} B{label}: {rps:.0} records/s, {mbps:.0} MB/s");
+        }
     }
     for size in [100usize, 4096] {
         settle();

@@ -67,8 +67,11 @@
 //! Segment files are fully allocated (`fallocate`) *before* they are mapped, so a
 //! full disk is a clean [`WalError::NoSpace`] at segment creation, never SIGBUS. A
 //! background thread prepares the next segment while the current one fills
-//! (tmp file, fallocate, optional zero fill, fsync, map with MAP_POPULATE, rename,
-//! fsync of the directory), so rollover does not stall appends. The directory is
+//! (tmp file, fallocate, optional zero fill, fsync, map, rename, fsync of the
+//! directory), so rollover does not stall appends. Pages are faulted in ahead of the
+//! writer by the touch-ahead thread (writable, with `MADV_POPULATE_WRITE`), or, when
+//! it is off or the kernel lacks that advice, read-only with MAP_POPULATE by the
+//! preparing thread. The directory is
 //! fsynced whenever segments are created or removed.
 //!
 //! Other files in the directory: `term_history` (text, one `<term> <X/X>` line per
@@ -101,7 +104,10 @@
 //!
 //! # Concurrency
 //!
-//! Appends are serialized by a mutex held only for the memcpy. The write LSN is
+//! Appends are serialized by a mutex held only for the memcpy. A touch-ahead
+//! thread makes the pages just ahead of the write position writable
+//! (`MADV_POPULATE_WRITE`, never changing a byte) so the memcpy does not take a page
+//! write fault per page ([`WalOptions::touch_ahead`]; see `toucher.rs`). The write LSN is
 //! published with Release after the bytes are in place; readers load it with Acquire
 //! and read only below it, so they never see a partial record (see `segment.rs` for
 //! the full safety argument). Readers hold an `Arc` to the segment mapping, so a
@@ -127,6 +133,7 @@ mod reader;
 pub mod record;
 mod recovery;
 mod segment;
+mod toucher;
 mod wal;
 
 pub use error::WalError;

@@ -14,6 +14,9 @@
 //!   truncate (documented on those methods).
 //! * The mapping is owned by an `Arc<Segment>`: readers holding the Arc keep it
 //!   mapped even after the segment is removed from the WAL.
+//! * The touch-ahead thread (`toucher.rs`) also accesses the mapping, only beyond
+//!   the page holding `write_lsn`, and never changes a byte: `MADV_POPULATE_WRITE`
+//!   accesses no memory; its fallback is a value-preserving atomic RMW.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
@@ -100,9 +103,17 @@ impl Segment {
     ///
     /// With `zero_fill`, zeros are also written over the whole file and fdatasynced
     /// before mapping, so the extents are "written" (see `WalOptions::zero_fill`).
-    /// Either way the pages are then mapped with MAP_POPULATE, so appends do not take
-    /// major faults.
-    pub fn create(dir: &Path, start: u64, size: u64, zero_fill: bool) -> Result<Segment, WalError> {
+    /// With `populate`, the pages are then mapped with MAP_POPULATE (read faults taken
+    /// here, on the preparing thread). Without it (the WAL's touch-ahead thread is on
+    /// and will fault them in writable, one fault instead of a read fault plus a
+    /// write-protect fault per page) nothing is faulted here.
+    pub fn create(
+        dir: &Path,
+        start: u64,
+        size: u64,
+        zero_fill: bool,
+        populate: bool,
+    ) -> Result<Segment, WalError> {
         let path = dir.join(file_name(start));
         let tmp = dir.join(format!("{}.tmp", file_name(start)));
         let _ = std::fs::remove_file(&tmp);
@@ -132,7 +143,7 @@ impl Segment {
             }
         }
         file.sync_all().map_err(|e| WalError::io(&tmp, e))?;
-        let map = map(&file, &tmp, size, true)?;
+        let map = map(&file, &tmp, size, populate)?;
         let seg = Segment {
             start,
             size,
@@ -245,6 +256,53 @@ impl Segment {
             .map_err(|e| WalError::io(&self.path, e))
     }
 
+    /// `madvise(MADV_POPULATE_WRITE)` on `[off, off + len)`: faults the pages in
+    /// writable (runs the file system's `page_mkwrite`, dirtying them) without
+    /// accessing memory, so no byte changes. Used by the touch-ahead thread (see
+    /// `toucher.rs` for why this is safe concurrently with appends, reads and
+    /// truncation). `EINVAL` means the kernel lacks it (< 5.14).
+    pub fn populate_write(&self, off: u64, len: u64) -> std::io::Result<()> {
+        debug_assert!(off + len <= self.size);
+        // SAFETY: the range lies inside our mapping (kept alive by &self); this
+        // advice performs no memory access and changes no content.
+        let r = unsafe {
+            libc::madvise(
+                self.map.as_mut_ptr().add(off as usize).cast(),
+                len as usize,
+                libc::MADV_POPULATE_WRITE,
+            )
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+
+    /// Fallback of [`Segment::populate_write`]: an atomic `fetch_or(0)` on the first
+    /// 8-byte word of every page in `[off, off + len)` (`off` page-aligned). The
+    /// read-modify-write stores back what it read, atomically, so it never changes a
+    /// byte and never loses a concurrent store to that word (see `toucher.rs`).
+    pub fn touch_pages(&self, off: u64, len: u64, page: u64) {
+        debug_assert!(off.is_multiple_of(page) && off + len <= self.size);
+        let base = self.map.as_mut_ptr();
+        let mut o = off;
+        while o < off + len {
+            // SAFETY: in bounds and page-aligned, hence 8-aligned, inside a mapping that
+            // lives as long as &self. The appender (or a truncation) may store to the
+            // same word with plain stores at the same time: the RMW is one indivisible
+            // access on every target (x86 `lock or`, ARM LSE/LL-SC), so such a store
+            // lands wholly before it (and is preserved) or after it (and wins), and
+            // the value the RMW writes is the one it read. Only used on kernels
+            // without MADV_POPULATE_WRITE.
+            unsafe {
+                let word = std::sync::atomic::AtomicU64::from_ptr(base.add(o as usize).cast());
+                word.fetch_or(0, std::sync::atomic::Ordering::Relaxed);
+            }
+            o += page;
+        }
+    }
+
     /// Touches every page in `[from, size)` with a read so later appends only take
     /// the write-notify fault (used for the segment that recovery hands to the writer).
     pub fn prefault_read(&self, from: u64) {
@@ -274,9 +332,23 @@ mod tests {
     }
 
     #[test]
+    fn touching_pages_changes_no_byte() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Segment::create(d.path(), 0, 1 << 20, false, false).unwrap();
+        let pattern: Vec<u8> = (0..(1u32 << 20)).map(|i| (i * 7 + 3) as u8).collect();
+        unsafe {
+            s.write(0, &pattern[..1 << 19]);
+            s.touch_pages(0, 1 << 20, 4096);
+            s.populate_write(0, 1 << 20).unwrap();
+            assert_eq!(&s.bytes()[..1 << 19], &pattern[..1 << 19]);
+            assert!(s.bytes()[1 << 19..].iter().all(|&b| b == 0));
+        }
+    }
+
+    #[test]
     fn create_allocates_and_maps() {
         let d = tempfile::tempdir().unwrap();
-        let s = Segment::create(d.path(), 1 << 20, 1 << 20, false).unwrap();
+        let s = Segment::create(d.path(), 1 << 20, 1 << 20, false, true).unwrap();
         assert_eq!(s.path, d.path().join("0000000000100000.wal"));
         let md = std::fs::metadata(&s.path).unwrap();
         assert_eq!(md.len(), 1 << 20);

@@ -7,6 +7,7 @@ fn opts() -> WalOptions {
         segment_size: 1 << 20,
         repair: false,
         zero_fill: false,
+        ..WalOptions::default()
     }
 }
 

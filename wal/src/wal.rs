@@ -18,6 +18,7 @@ use crate::reader::WalReader;
 use crate::record::{self, aligned_len, kind, HEADER_LEN};
 use crate::recovery;
 use crate::segment::{self, Segment};
+use crate::toucher::{self, TouchAhead};
 use crate::{Lsn, Term, WalError};
 
 /// File holding the log start LSN written by [`Wal::reset`].
@@ -34,8 +35,8 @@ pub struct WalOptions {
     /// the damage (logged) instead of refusing to open.
     pub repair: bool,
     /// How new segments are prepared (by the background preallocator). Both ways the
-    /// file is fully allocated with `fallocate` and its pages are mapped ahead with
-    /// MAP_POPULATE, so appends never take major faults.
+    /// file is fully allocated with `fallocate` and its pages are faulted in ahead of
+    /// the writer (see `touch_ahead`).
     ///
     /// * `false` (default): blocks stay "unwritten" extents. Fastest appends and no
     ///   extra I/O, but the first fdatasync that reaches each new 4 KiB block also
@@ -47,6 +48,16 @@ pub struct WalOptions {
     ///   cost for any record size, but every segment is written twice, so sustained
     ///   append throughput is bounded by half the disk bandwidth.
     pub zero_fill: bool,
+    /// Touch-ahead window in bytes (default 4 MiB; 0 turns it off). A background
+    /// thread makes the pages up to this far ahead of the write position writable
+    /// (`madvise(MADV_POPULATE_WRITE)`) before appends reach them, so the appending
+    /// thread does not take a page write fault per 4 KiB of log (measured: ~half
+    /// its time). It never changes a byte (bytes beyond the write LSN stay zero).
+    /// The lead is also bounded by half the unflushed backlog and is 0 below 64 KiB:
+    /// a flush writes at most that many extra bytes of zero pages, and workloads that
+    /// flush at least every 128 KiB never dirty a page ahead (their flush cost is
+    /// unchanged). See `toucher.rs` for the safety argument.
+    pub touch_ahead: u64,
 }
 
 impl Default for WalOptions {
@@ -55,6 +66,7 @@ impl Default for WalOptions {
             segment_size: 64 << 20,
             repair: false,
             zero_fill: false,
+            touch_ahead: crate::toucher::DEFAULT_WINDOW,
         }
     }
 }
@@ -118,6 +130,10 @@ pub(crate) struct Inner {
     pub seg_size: u64,
     pub max_record: u64,
     pub zero_fill: bool,
+    /// Whether new segments are mapped with MAP_POPULATE: false while the
+    /// touch-ahead thread runs with MADV_POPULATE_WRITE (it faults pages in writable
+    /// itself); set to true if that thread cannot start.
+    populate: AtomicBool,
     /// End of the last appended record. Stored with Release after the bytes are in
     /// the map; readers load it with Acquire and read only below it.
     pub write_lsn: AtomicU64,
@@ -135,6 +151,8 @@ pub(crate) struct Inner {
     /// then writer mutex, then history mutex).
     flush_gate: FlushGate,
     history: Mutex<Vec<TermSpan>>,
+    /// Touch-ahead thread state (see `toucher.rs`).
+    pub touch: TouchAhead,
     _lock_file: File,
     #[cfg(test)]
     pub fail_next_fsync: AtomicBool,
@@ -151,6 +169,8 @@ pub(crate) struct Inner {
 /// commits, readers never block writers.
 pub struct Wal {
     inner: Arc<Inner>,
+    /// The touch-ahead thread (None if off or it could not start); joined on drop.
+    toucher: Option<JoinHandle<()>>,
 }
 
 fn seg_start(lsn: u64, size: u64) -> u64 {
@@ -204,6 +224,12 @@ fn check_log_start(lsn: u64, size: u64) -> Result<(), WalError> {
     Ok(())
 }
 
+impl Inner {
+    fn populate(&self) -> bool {
+        self.populate.load(Ordering::Relaxed)
+    }
+}
+
 impl Writer {
     fn next_start(&self) -> u64 {
         self.ready
@@ -225,16 +251,34 @@ impl Writer {
                             "WAL segment preallocation thread panicked; allocating segment {} synchronously",
                             segment::file_name(want)
                         );
-                        Segment::create(&inner.dir, want, inner.seg_size, inner.zero_fill)?
+                        Segment::create(
+                            &inner.dir,
+                            want,
+                            inner.seg_size,
+                            inner.zero_fill,
+                            inner.populate(),
+                        )?
                     }
                 },
                 Some((_, h)) => {
                     if let Ok(Ok(s)) = h.join() {
                         let _ = std::fs::remove_file(&s.path);
                     }
-                    Segment::create(&inner.dir, want, inner.seg_size, inner.zero_fill)?
+                    Segment::create(
+                        &inner.dir,
+                        want,
+                        inner.seg_size,
+                        inner.zero_fill,
+                        inner.populate(),
+                    )?
                 }
-                None => Segment::create(&inner.dir, want, inner.seg_size, inner.zero_fill)?,
+                None => Segment::create(
+                    &inner.dir,
+                    want,
+                    inner.seg_size,
+                    inner.zero_fill,
+                    inner.populate(),
+                )?,
             };
             self.ready.push_back(Arc::new(seg));
         }
@@ -251,9 +295,10 @@ impl Writer {
         let dir = inner.dir.clone();
         let size = inner.seg_size;
         let zero_fill = inner.zero_fill;
+        let populate = inner.populate();
         match std::thread::Builder::new()
             .name("wal-prealloc".into())
-            .spawn(move || Segment::create(&dir, start, size, zero_fill))
+            .spawn(move || Segment::create(&dir, start, size, zero_fill, populate))
         {
             Ok(h) => self.pending = Some((start, h)),
             Err(e) => warn!(
@@ -388,6 +433,7 @@ impl Wal {
             )));
         }
         let max_record = record::max_record_len(size);
+        let touch = TouchAhead::new(opts.touch_ahead);
 
         // List segment files; drop leftovers of interrupted creations.
         let mut found = Vec::new();
@@ -421,7 +467,13 @@ impl Wal {
         let rec = if found.is_empty() {
             let start = start_file.unwrap_or(0);
             check_log_start(start, size)?;
-            let seg = Segment::create(dir, seg_start(start, size), size, opts.zero_fill)?;
+            let seg = Segment::create(
+                dir,
+                seg_start(start, size),
+                size,
+                opts.zero_fill,
+                !touch.populates(),
+            )?;
             recovery::Recovered {
                 segments: vec![Arc::new(seg)],
                 log_start: start,
@@ -508,6 +560,8 @@ impl Wal {
             }),
             flush_gate: FlushGate::new(),
             history: Mutex::new(hist),
+            populate: AtomicBool::new(!touch.populates()),
+            touch,
             _lock_file: lock_file,
             #[cfg(test)]
             fail_next_fsync: AtomicBool::new(false),
@@ -517,6 +571,10 @@ impl Wal {
             test_hold_for: AtomicU64::new(0),
         });
         inner.writer.lock().kick(&inner);
+        let toucher = toucher::spawn(&inner);
+        if toucher.is_none() {
+            inner.populate.store(true, Ordering::Relaxed);
+        }
         info!(
             dir = %dir.display(),
             first_lsn = %report.first_lsn,
@@ -526,7 +584,15 @@ impl Wal {
             last_term,
             "WAL opened"
         );
-        Ok((Wal { inner }, report))
+        Ok((Wal { inner, toucher }, report))
+    }
+
+    /// Wakes the touch-ahead thread if pages ahead of the new write position wait.
+    fn poke_toucher(&self, w: &Writer) {
+        let inner = &*self.inner;
+        inner
+            .touch
+            .poke(w.pos, inner.flush_lsn.load(Ordering::Relaxed), w.cur.end());
     }
 
     fn check_poisoned(&self) -> Result<(), WalError> {
@@ -614,6 +680,7 @@ impl Wal {
         if rolls {
             w.kick(inner);
         }
+        self.poke_toucher(&w);
         Ok(a)
     }
 
@@ -649,6 +716,7 @@ impl Wal {
         if n > 0 {
             w.kick(inner);
         }
+        self.poke_toucher(&w);
         Ok(out)
     }
 
@@ -734,6 +802,7 @@ impl Wal {
         if n > 0 {
             w.kick(inner);
         }
+        self.poke_toucher(&w);
         Ok(Lsn(w.pos))
     }
 
@@ -997,6 +1066,7 @@ impl Wal {
         };
         w.cur = target;
         w.pos = lsn.0;
+        inner.touch.rewind();
         if inner.flush_lsn.load(Ordering::Acquire) > lsn.0 {
             inner.flush_lsn.store(lsn.0, Ordering::Release);
         }
@@ -1129,6 +1199,7 @@ impl Wal {
                 seg_start(start.0, size),
                 size,
                 inner.zero_fill,
+                inner.populate(),
             )?);
             inner.segments.write().insert(seg.start, seg.clone());
             Ok(seg)
@@ -1143,6 +1214,7 @@ impl Wal {
         w.cur = seg;
         w.pos = start.0;
         w.log_start = start.0;
+        inner.touch.rewind();
         inner.flush_lsn.store(start.0, Ordering::Release);
         inner
             .last_term
@@ -1166,6 +1238,11 @@ impl Wal {
 
 impl Drop for Wal {
     fn drop(&mut self) {
+        // Stop the toucher first: it holds an Arc<Inner> (and with it the LOCK file).
+        self.inner.touch.stop();
+        if let Some(h) = self.toucher.take() {
+            let _ = h.join();
+        }
         // Wait for a background allocation so a reopen never races with it.
         let pending = self.inner.writer.lock().pending.take();
         if let Some((_, h)) = pending {

@@ -166,6 +166,7 @@ fn argument_checks() {
                 segment_size: size,
                 repair: false,
                 zero_fill: false,
+                ..WalOptions::default()
             },
         );
         assert!(matches!(e, Err(WalError::InvalidArgument(_))), "{size}");
@@ -196,6 +197,7 @@ fn segment_size_mismatch_is_reported() {
             segment_size: 2 << 20,
             repair: false,
             zero_fill: false,
+            ..WalOptions::default()
         },
     )
     .unwrap_err();
@@ -281,6 +283,7 @@ fn zero_filled_segments_work_the_same() {
         segment_size: SEG,
         repair: false,
         zero_fill: true,
+        ..WalOptions::default()
     };
     let (w, _) = Wal::open(d.path(), o.clone()).unwrap();
     let mut n = 0;

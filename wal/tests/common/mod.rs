@@ -10,6 +10,7 @@ pub fn opts() -> WalOptions {
         segment_size: SEG,
         repair: false,
         zero_fill: false,
+        ..WalOptions::default()
     }
 }
 
@@ -18,6 +19,7 @@ pub fn repair() -> WalOptions {
         segment_size: SEG,
         repair: true,
         zero_fill: false,
+        ..WalOptions::default()
     }
 }
 
