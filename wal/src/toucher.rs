@@ -18,13 +18,15 @@
 //!
 //! # What is touched, and how much
 //!
-//! The toucher works only in the segment holding the write LSN `w` (loaded with
-//! Acquire) and only on whole pages *strictly beyond the page holding `w`*:
+//! The toucher works in the segment holding the write LSN `w` (loaded with Acquire)
+//! and, once the window reaches past its end, in the next segment (prepared and
+//! offered by the preallocator, not yet visible to readers), only on whole pages
+//! *strictly beyond the page holding `w`*:
 //!
 //! ```text
 //!   start = max(touched_upto, first page boundary > w)
 //!   lead  = min(window, (w - flush_lsn) / 2), nothing if lead < MIN_LEAD (64 KiB)
-//!   end   = min(w + lead rounded up to a page, end of w's segment)
+//!   end   = w + lead, rounded up to a page (split at the segment boundary)
 //! ```
 //!
 //! The lead is bounded by half the unflushed backlog `w - flush_lsn`: pages dirtied ahead
@@ -53,6 +55,11 @@
 //! * Bytes beyond the write LSN therefore stay exactly what they were: zeros (the
 //!   end-of-log invariant recovery relies on; a crash leaves zeros beyond the end,
 //!   at worst as "written" zero blocks instead of unwritten extents).
+//! * In the next segment (offered by the preallocator after it is allocated,
+//!   fsynced and renamed), every byte is beyond `w`; readers cannot reach it before
+//!   the rollover, and the appender writes it only after the rollover, at or after
+//!   `w` — the same cases as above. A crash leaves it all zero (recovery removes it
+//!   as a trailing segment without records, or treats its zeros as the end of log).
 //! * The toucher holds an `Arc<Segment>` while it touches, so the mapping stays
 //!   valid even if `truncate_after`, `reset` or `remove_before` removes the segment
 //!   meanwhile (touching a deleted file's pages is wasted work, never visible). A
@@ -64,8 +71,10 @@ use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tracing::{debug, warn};
 
+use crate::segment::Segment;
 use crate::wal::Inner;
 
 /// Default touch-ahead window (see `WalOptions::touch_ahead`).
@@ -113,6 +122,27 @@ pub(crate) struct TouchAhead {
     sleeping: AtomicBool,
     stop: AtomicBool,
     thread: OnceLock<std::thread::Thread>,
+    /// The prepared segment that follows the writer's (published by the
+    /// preallocator), so the window can reach into it before the rollover.
+    next: Arc<Mutex<Option<Arc<Segment>>>>,
+}
+
+/// Lets the preallocation thread hand its new segment to the toucher.
+pub(crate) struct NextSlot {
+    slot: Option<Arc<Mutex<Option<Arc<Segment>>>>>,
+    thread: Option<std::thread::Thread>,
+}
+
+impl NextSlot {
+    /// Offers `seg` (the segment after the writer's) and wakes the toucher.
+    pub fn publish(&self, seg: &Arc<Segment>) {
+        if let Some(s) = &self.slot {
+            *s.lock() = Some(seg.clone());
+            if let Some(t) = &self.thread {
+                t.unpark();
+            }
+        }
+    }
 }
 
 impl TouchAhead {
@@ -125,7 +155,30 @@ impl TouchAhead {
             sleeping: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             thread: OnceLock::new(),
+            next: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// A handle for the preallocation thread (inert when touch-ahead is off).
+    pub fn next_slot(&self) -> NextSlot {
+        NextSlot {
+            slot: (self.window > 0).then(|| self.next.clone()),
+            thread: self.thread.get().cloned(),
+        }
+    }
+
+    /// Forgets the offered next segment (truncate/reset delete it).
+    pub fn withdraw_next(&self) {
+        *self.next.lock() = None;
+    }
+
+    /// The offered segment if it starts at `start`.
+    fn next_at(&self, start: u64) -> Option<Arc<Segment>> {
+        self.next
+            .lock()
+            .as_ref()
+            .filter(|s| s.start == start)
+            .cloned()
     }
 
     /// Whether the toucher will fault pages in itself with MADV_POPULATE_WRITE (on,
@@ -142,15 +195,14 @@ impl TouchAhead {
     /// The range `[start, end)` the toucher should make writable now (empty if
     /// `end <= start`): pages strictly beyond `w`'s page, at most
     /// `min(window, (w - f) / 2)` ahead of `w`, nothing while that lead is under
-    /// [`MIN_LEAD`], never past the segment end.
-    fn work(&self, w: u64, f: u64, touched: u64, seg_end: u64) -> (u64, u64) {
+    /// [`MIN_LEAD`]. May reach into the next segment (`run` splits it).
+    fn work(&self, w: u64, f: u64, touched: u64) -> (u64, u64) {
         let start = touched.max(self.first_page_after(w));
         let lead = self.window.min(w.saturating_sub(f) / 2);
         if lead < MIN_LEAD {
             return (start, start);
         }
-        let end = (w + lead).div_ceil(self.page) * self.page;
-        (start, end.min(seg_end))
+        (start, (w + lead).div_ceil(self.page) * self.page)
     }
 
     /// Restarts the pass at the write LSN (after `truncate_after`/`reset` lowered it).
@@ -164,7 +216,10 @@ impl TouchAhead {
         if self.window == 0 {
             return;
         }
-        let (start, end) = self.work(w, f, self.touched_upto.load(Ordering::Relaxed), seg_end);
+        // Only work in the writer's segment wakes the toucher; the preallocator wakes
+        // it for the next one.
+        let (start, end) = self.work(w, f, self.touched_upto.load(Ordering::Relaxed));
+        let end = end.min(seg_end);
         if end <= start || (end < start + WAKE_STEP && end < seg_end) {
             return;
         }
@@ -212,9 +267,33 @@ pub(crate) fn spawn(inner: &Arc<Inner>) -> Option<std::thread::JoinHandle<()>> {
     }
 }
 
-fn run(inner: &Inner) {
+/// Where the toucher should work next: the segment and `[start, end)` in LSNs
+/// (at most one CHUNK, inside that segment), or None if nothing is to be done.
+fn next_job(inner: &Inner, w: u64, f: u64) -> Option<(Arc<Segment>, u64, u64)> {
     let t = &inner.touch;
     let size = inner.seg_size;
+    let seg_start = w & !(size - 1);
+    let seg_end = seg_start + size;
+    let (start, end) = t.work(w, f, t.touched_upto.load(Ordering::Relaxed));
+    if end <= start {
+        return None;
+    }
+    let (seg, end) = if start < seg_end {
+        (
+            inner.segments.read().get(&seg_start).cloned()?,
+            end.min(seg_end),
+        )
+    } else {
+        // The window reaches past the writer's segment: the prepared next one, if
+        // the preallocator has offered it (never further).
+        let next = t.next_at(seg_end)?;
+        (next, end.min(seg_end + size))
+    };
+    (end > start).then(|| (seg, start, end.min(start + CHUNK)))
+}
+
+fn run(inner: &Inner) {
+    let t = &inner.touch;
     let mut last_w = inner.write_lsn.load(Ordering::Acquire);
     let mut populate_write = true;
     while !t.stop.load(Ordering::Acquire) {
@@ -225,50 +304,38 @@ fn run(inner: &Inner) {
             t.touched_upto.store(0, Ordering::Relaxed);
         }
         last_w = w;
-        let seg_start = w & !(size - 1);
-        let seg_end = seg_start + size;
-        let (start, end) = t.work(w, f, t.touched_upto.load(Ordering::Relaxed), seg_end);
-        if end > start {
-            let end = end.min(start + CHUNK);
-            let seg = inner.segments.read().get(&seg_start).cloned();
-            if let Some(seg) = seg {
-                // `start` is beyond w's page and `end` within the segment (see `work`).
-                let (off, len) = (start - seg.start, end - start);
-                if populate_write {
-                    match seg.populate_write(off, len) {
-                        Ok(()) => {}
-                        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                            debug!(
-                                "MADV_POPULATE_WRITE is not supported by this kernel; the WAL \
-                                 touch-ahead thread falls back to atomic page touches"
-                            );
-                            populate_write = false;
-                            seg.touch_pages(off, len, t.page);
-                        }
-                        Err(e) => {
-                            // Not fatal: the appender takes those faults itself.
-                            debug!(error = %e, segment = %seg.path.display(), "WAL touch-ahead: madvise failed; skipping these pages");
-                        }
+        if let Some((seg, start, end)) = next_job(inner, w, f) {
+            // `start` lies beyond w's page, `[start, end)` inside `seg` (next_job).
+            let (off, len) = (start - seg.start, end - start);
+            if populate_write {
+                match seg.populate_write(off, len) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                        debug!(
+                            "MADV_POPULATE_WRITE is not supported by this kernel; the WAL \
+                             touch-ahead thread falls back to atomic page touches"
+                        );
+                        populate_write = false;
+                        seg.touch_pages(off, len, t.page);
                     }
-                } else {
-                    seg.touch_pages(off, len, t.page);
+                    Err(e) => {
+                        // Not fatal: the appender takes those faults itself.
+                        debug!(error = %e, segment = %seg.path.display(), "WAL touch-ahead: madvise failed; skipping these pages");
+                    }
                 }
+            } else {
+                seg.touch_pages(off, len, t.page);
             }
             t.touched_upto.store(end, Ordering::Relaxed);
             continue;
         }
-        // Nothing to do: announce sleep, then re-check (see `poke`).
+        // Nothing to do: announce sleep, then re-check (pairs with `poke`; the
+        // preallocator's unpark leaves a token, so it is never lost either).
         t.sleeping.store(true, Ordering::Relaxed);
         fence(Ordering::SeqCst);
         let w2 = inner.write_lsn.load(Ordering::Acquire);
         let f2 = inner.flush_lsn.load(Ordering::Acquire);
-        let (s2, e2) = t.work(
-            w2,
-            f2,
-            t.touched_upto.load(Ordering::Relaxed),
-            (w2 & !(size - 1)) + size,
-        );
-        if e2 <= s2 && !t.stop.load(Ordering::Acquire) {
+        if w2 >= last_w && next_job(inner, w2, f2).is_none() && !t.stop.load(Ordering::Acquire) {
             std::thread::park_timeout(IDLE_SLEEP);
         }
         t.sleeping.store(false, Ordering::Relaxed);
@@ -284,22 +351,22 @@ mod tests {
         let t = TouchAhead::new(1 << 20);
         let p = t.page;
         let seg_end = 64 << 20;
-        // Never the page holding w, never more than the unflushed backlog ahead.
-        assert_eq!(t.work(100, 0, 0, seg_end), (p, p)); // lead 50 B: nothing
+        // Never the page holding w, never more than half the unflushed backlog ahead.
+        assert_eq!(t.work(100, 0, 0), (p, p)); // lead 50 B: nothing
         let w = 100 * p + 5;
-        let (s, e) = t.work(w, w - (MIN_LEAD * 2 - 2), 0, seg_end);
+        let (s, e) = t.work(w, w - (MIN_LEAD * 2 - 2), 0);
         assert!(e <= s, "lead under MIN_LEAD: nothing");
-        let (s, e) = t.work(w, 0, 0, seg_end);
+        let (s, e) = t.work(w, 0, 0);
         assert_eq!(s, 101 * p);
         assert_eq!(e, (w + w / 2).div_ceil(p) * p);
         // Full window with a large backlog; continues where it stopped.
         let w = 32 << 20;
-        assert_eq!(t.work(w, 0, w + 8 * p, seg_end), (w + 8 * p, w + (1 << 20)));
-        // Clamped to the segment end.
+        assert_eq!(t.work(w, 0, w + 8 * p), (w + 8 * p, w + (1 << 20)));
+        // Reaches into the next segment by at most the window.
         let w = seg_end - 3 * p;
-        assert_eq!(t.work(w, 0, 0, seg_end), (seg_end - 2 * p, seg_end));
+        assert_eq!(t.work(w, 0, 0), (seg_end - 2 * p, w + (1 << 20)));
         // Flushed up to w: nothing ahead is touched.
-        let (s, e) = t.work(w, w, 0, seg_end);
+        let (s, e) = t.work(w, w, 0);
         assert!(e <= s);
     }
 }

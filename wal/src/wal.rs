@@ -112,6 +112,9 @@ pub struct TruncateReport {
     pub segments_removed: usize,
 }
 
+/// A background segment preparation (see `Writer::kick`).
+type Preparing = JoinHandle<Result<Arc<Segment>, WalError>>;
+
 pub(crate) struct Writer {
     /// Segment holding `pos` (or ending exactly at `pos`).
     pub cur: Arc<Segment>,
@@ -122,7 +125,7 @@ pub(crate) struct Writer {
     /// Allocated segments following `cur`, contiguous, not yet in the map.
     ready: VecDeque<Arc<Segment>>,
     /// Background allocation of the segment starting at .0.
-    pending: Option<(u64, JoinHandle<Result<Segment, WalError>>)>,
+    pending: Option<(u64, Preparing)>,
 }
 
 pub(crate) struct Inner {
@@ -251,42 +254,43 @@ impl Writer {
                             "WAL segment preallocation thread panicked; allocating segment {} synchronously",
                             segment::file_name(want)
                         );
-                        Segment::create(
+                        Arc::new(Segment::create(
                             &inner.dir,
                             want,
                             inner.seg_size,
                             inner.zero_fill,
                             inner.populate(),
-                        )?
+                        )?)
                     }
                 },
                 Some((_, h)) => {
                     if let Ok(Ok(s)) = h.join() {
                         let _ = std::fs::remove_file(&s.path);
                     }
-                    Segment::create(
+                    Arc::new(Segment::create(
                         &inner.dir,
                         want,
                         inner.seg_size,
                         inner.zero_fill,
                         inner.populate(),
-                    )?
+                    )?)
                 }
-                None => Segment::create(
+                None => Arc::new(Segment::create(
                     &inner.dir,
                     want,
                     inner.seg_size,
                     inner.zero_fill,
                     inner.populate(),
-                )?,
+                )?),
             };
-            self.ready.push_back(Arc::new(seg));
+            self.ready.push_back(seg);
         }
         Ok(())
     }
 
     /// Starts allocating the segment after the last allocated one in the
-    /// background (create, fallocate, map + prefault, fsync, rename, fsync dir).
+    /// background (create, fallocate, map + prefault, fsync, rename, fsync dir), and
+    /// offers it to the touch-ahead thread when it is ready.
     fn kick(&mut self, inner: &Inner) {
         if self.pending.is_some() || !self.ready.is_empty() {
             return;
@@ -296,10 +300,14 @@ impl Writer {
         let size = inner.seg_size;
         let zero_fill = inner.zero_fill;
         let populate = inner.populate();
+        let offer = inner.touch.next_slot();
         match std::thread::Builder::new()
             .name("wal-prealloc".into())
-            .spawn(move || Segment::create(&dir, start, size, zero_fill, populate))
-        {
+            .spawn(move || {
+                let seg = Arc::new(Segment::create(&dir, start, size, zero_fill, populate)?);
+                offer.publish(&seg);
+                Ok(seg)
+            }) {
             Ok(h) => self.pending = Some((start, h)),
             Err(e) => warn!(
                 error = %e,
@@ -324,12 +332,13 @@ impl Writer {
     }
 
     /// Stops background allocation and deletes allocated-but-unused segments.
-    fn drain(&mut self) {
+    fn drain(&mut self, inner: &Inner) {
         if let Some((_, h)) = self.pending.take() {
             if let Ok(Ok(s)) = h.join() {
                 let _ = std::fs::remove_file(&s.path);
             }
         }
+        inner.touch.withdraw_next();
         for s in self.ready.drain(..) {
             let _ = std::fs::remove_file(&s.path);
         }
@@ -570,11 +579,11 @@ impl Wal {
             #[cfg(test)]
             test_hold_for: AtomicU64::new(0),
         });
-        inner.writer.lock().kick(&inner);
         let toucher = toucher::spawn(&inner);
         if toucher.is_none() {
             inner.populate.store(true, Ordering::Relaxed);
         }
+        inner.writer.lock().kick(&inner);
         info!(
             dir = %dir.display(),
             first_lsn = %report.first_lsn,
@@ -1037,7 +1046,7 @@ impl Wal {
         }
         // From here on the files change; a failure poisons the WAL.
         let res = (|| -> Result<usize, WalError> {
-            w.drain();
+            w.drain(inner);
             inner.write_lsn.store(lsn.0, Ordering::Release);
             let mut removed = 0;
             {
@@ -1179,7 +1188,7 @@ impl Wal {
         let _f = inner.flush_gate.lead();
         let mut w = inner.writer.lock();
         let res = (|| -> Result<Arc<Segment>, WalError> {
-            w.drain();
+            w.drain(inner);
             inner.write_lsn.store(start.0, Ordering::Release);
             inner.first_lsn.store(start.0, Ordering::Release);
             {
