@@ -46,6 +46,9 @@ const TPS_FACTOR: f64 = 3.0;
 const FLOOR_FACTOR: f64 = 1.3;
 /// The async 4 KiB bar: replicated MB/s to both followers together.
 const REPL_MBPS_BAR: f64 = 500.0;
+/// One-client runs with --floor are cut into this many slices, with a floor
+/// measurement before each slice and after the last.
+const FLOOR_SLICES: u32 = 5;
 
 /// Options of `walship bench` (boxed, so the CLI's command enum stays small).
 #[derive(Debug, Args)]
@@ -438,6 +441,8 @@ struct RunResult {
     leader_wal_mb_s: Option<f64>,
     /// One-client runs with --floor: p50 / floor.
     p50_over_floor: Option<f64>,
+    /// One-client runs with --floor: the floor measured around this run.
+    floor: Option<Floor>,
 }
 
 #[derive(Debug, Serialize)]
@@ -491,18 +496,57 @@ async fn run_plan(args: &BenchOpts, plan: &Plan) -> Result<i32, BenchError> {
             "target: leader {} (binary {}, http {}), mode {}, {} follower(s) streaming",
             target.leader_id, target.bin_addr, target.http, target.mode, target.followers
         );
-        if args.floor && floor.is_none() && (target.followers > 0 || plan.groups.len() == 1) {
+        let has_one_client = runs.iter().any(|r| r.clients == 1);
+        if args.floor && !has_one_client {
             let f = measure_floor(cluster.as_ref(), &target.leader_id, args.dir.as_deref()).await?;
             print_floor(&f);
-            floor = Some(f);
+            floor.get_or_insert(f);
         }
         for spec in runs {
-            let mut r = run_one(args, plan, &target, &token, group, spec).await?;
-            if r.clients == 1 {
-                if let Some(f) = &floor {
-                    r.p50_over_floor = Some(r.p50_ms * 1000.0 / f.floor_us);
+            let r = if args.floor && spec.clients == 1 {
+                // The disk's speed drifts (shared machine): the run is cut into
+                // slices with a floor measurement before each and after the last,
+                // and the floors are averaged.
+                let slice = plan.duration / FLOOR_SLICES;
+                let mut parts = Vec::new();
+                let mut floors: Vec<Floor> = Vec::new();
+                for i in 0..FLOOR_SLICES {
+                    floors.push(
+                        measure_floor(cluster.as_ref(), &target.leader_id, args.dir.as_deref())
+                            .await?,
+                    );
+                    let warm = if i == 0 {
+                        plan.warmup
+                    } else {
+                        Duration::from_millis(100)
+                    };
+                    parts.push(run_one(args, warm, slice, &target, &token, group, spec).await?);
                 }
-            }
+                floors.push(
+                    measure_floor(cluster.as_ref(), &target.leader_id, args.dir.as_deref()).await?,
+                );
+                let mut r = RunResult::merged(parts)
+                    .ok_or_else(|| BenchError::Target("no slices measured".into()))?;
+                let f = Floor::mean(&floors)
+                    .ok_or_else(|| BenchError::Target("no floor measured".into()))?;
+                print_floor(&f);
+                r.p50_over_floor = Some(r.p50_ms * 1000.0 / f.floor_us);
+                floor.get_or_insert(f.clone());
+                r.floor = Some(f);
+                r
+            } else {
+                run_one(
+                    args,
+                    plan.warmup,
+                    plan.duration,
+                    &target,
+                    &token,
+                    group,
+                    spec,
+                )
+                .await?
+                .0
+            };
             print_result_line(&r, results.is_empty());
             results.push(r);
         }
@@ -768,7 +812,7 @@ impl LocalCluster {
         }
         for m in &nodes {
             let cfg = format!(
-                "cluster_id = \"bench\"\nnode_id = \"{id}\"\ndata_dir = \"{dd}\"\nlisten = \"{addr}\"\nhttp_listen = \"{http}\"\n{members}\n[replication]\nmode = \"{mode}\"\nack_timeout = \"10s\"\n\n[failover]\nheartbeat_interval = \"50ms\"\nelection_timeout = \"300ms\"\n\n[wal]\nsync = \"{wal_sync}\"\nmax_retained = \"2GiB\"\n",
+                "cluster_id = \"bench\"\nnode_id = \"{id}\"\ndata_dir = \"{dd}\"\nlisten = \"{addr}\"\nhttp_listen = \"{http}\"\n{members}\n[replication]\nmode = \"{mode}\"\nack_timeout = \"10s\"\n\n[wal]\nsync = \"{wal_sync}\"\nmax_retained = \"2GiB\"\n",
                 id = m.id,
                 dd = m.data_dir.display(),
                 addr = m.addr,
@@ -1040,14 +1084,16 @@ async fn client_loop(
     out
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_one(
     args: &BenchOpts,
-    plan: &Plan,
+    warmup: Duration,
+    duration: Duration,
     target: &Target,
     token: &str,
     group: &Group,
     spec: &RunSpec,
-) -> Result<RunResult, BenchError> {
+) -> Result<(RunResult, Histogram<u64>), BenchError> {
     let connections = match spec.protocol {
         Protocol::Binary => args
             .connections
@@ -1092,8 +1138,8 @@ async fn run_one(
     let tag: u32 = rand::random();
     let begin = Instant::now() + Duration::from_millis(20);
     let w = Window {
-        t0: begin + plan.warmup,
-        t1: begin + plan.warmup + plan.duration,
+        t0: begin + warmup,
+        t1: begin + warmup + duration,
     };
     let live = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::with_capacity(spec.clients);
@@ -1139,7 +1185,7 @@ async fn run_one(
     let bar = if args.quiet {
         ProgressBar::hidden()
     } else {
-        let total = (plan.warmup + plan.duration).as_millis() as u64;
+        let total = (warmup + duration).as_millis() as u64;
         let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
         if let Ok(style) =
             ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {elapsed:>3} {msg}")
@@ -1198,7 +1244,7 @@ async fn run_one(
         }
     }
     let (a, b) = probe.await.unwrap_or_default();
-    let secs = plan.duration.as_secs_f64();
+    let secs = duration.as_secs_f64();
     let span = match (a.at, b.at) {
         (Some(x), Some(y)) if y > x => y.duration_since(x).as_secs_f64(),
         _ => secs,
@@ -1218,9 +1264,7 @@ async fn run_one(
         (Some(x), Some(y)) => Some(y.saturating_sub(x) as f64 / span / 1e6),
         _ => None,
     };
-    let ms = |ns: u64| ns as f64 / 1e6;
-    let empty = hist.is_empty();
-    Ok(RunResult {
+    let mut r = RunResult {
         nodes: if group.nodes > 0 {
             group.nodes
         } else {
@@ -1237,33 +1281,90 @@ async fn run_one(
         errors,
         first_error,
         writes_per_s: ok as f64 / secs,
-        p50_ms: if empty {
-            0.0
-        } else {
-            ms(hist.value_at_quantile(0.5))
-        },
-        p99_ms: if empty {
-            0.0
-        } else {
-            ms(hist.value_at_quantile(0.99))
-        },
-        p999_ms: if empty {
-            0.0
-        } else {
-            ms(hist.value_at_quantile(0.999))
-        },
-        max_ms: if empty { 0.0 } else { ms(hist.max()) },
-        mean_ms: if empty { 0.0 } else { hist.mean() / 1e6 },
+        p50_ms: 0.0,
+        p99_ms: 0.0,
+        p999_ms: 0.0,
+        max_ms: 0.0,
+        mean_ms: 0.0,
         followers,
         replicated_mb_s: repl,
         replicated_mb_s_per_follower: repl.map(|r| r / followers.max(1) as f64),
         replicated_source: source.map(str::to_string),
         leader_wal_mb_s: leader_wal,
         p50_over_floor: None,
-    })
+        floor: None,
+    };
+    r.set_latencies(&hist);
+    Ok((r, hist))
+}
+
+impl RunResult {
+    /// Fill the latency figures from `hist` (nanoseconds).
+    fn set_latencies(&mut self, hist: &Histogram<u64>) {
+        let ms = |ns: u64| ns as f64 / 1e6;
+        if hist.is_empty() {
+            return;
+        }
+        self.p50_ms = ms(hist.value_at_quantile(0.5));
+        self.p99_ms = ms(hist.value_at_quantile(0.99));
+        self.p999_ms = ms(hist.value_at_quantile(0.999));
+        self.max_ms = ms(hist.max());
+        self.mean_ms = hist.mean() / 1e6;
+    }
+
+    /// Merge slices of one setting (measured with floor probes between them).
+    fn merged(parts: Vec<(RunResult, Histogram<u64>)>) -> Option<RunResult> {
+        let mut it = parts.into_iter();
+        let (mut r, mut hist) = it.next()?;
+        let mut n = 1.0;
+        let avg = |a: Option<f64>, b: Option<f64>, n: f64| match (a, b) {
+            (Some(x), Some(y)) => Some((x * n + y) / (n + 1.0)),
+            _ => None,
+        };
+        for (p, h) in it {
+            let _ = hist.add(&h);
+            r.duration_s += p.duration_s;
+            r.writes += p.writes;
+            r.errors += p.errors;
+            if r.first_error.is_none() {
+                r.first_error = p.first_error;
+            }
+            r.replicated_mb_s = avg(r.replicated_mb_s, p.replicated_mb_s, n);
+            r.replicated_mb_s_per_follower = avg(
+                r.replicated_mb_s_per_follower,
+                p.replicated_mb_s_per_follower,
+                n,
+            );
+            r.leader_wal_mb_s = avg(r.leader_wal_mb_s, p.leader_wal_mb_s, n);
+            n += 1.0;
+        }
+        r.writes_per_s = r.writes as f64 / r.duration_s.max(1e-9);
+        r.set_latencies(&hist);
+        Some(r)
+    }
 }
 
 // ---------------------------------------------------------------- the floor
+
+impl Floor {
+    /// The mean of several measurements (the p50s and p99s averaged).
+    fn mean(fs: &[Floor]) -> Option<Floor> {
+        let first = fs.first()?;
+        let n = fs.len() as f64;
+        let m = |g: fn(&Floor) -> f64| fs.iter().map(g).sum::<f64>() / n;
+        Some(Floor {
+            fsync_leader_p50_us: m(|f| f.fsync_leader_p50_us),
+            fsync_leader_p99_us: m(|f| f.fsync_leader_p99_us),
+            fsync_follower_p50_us: m(|f| f.fsync_follower_p50_us),
+            fsync_follower_p99_us: m(|f| f.fsync_follower_p99_us),
+            rtt_p50_us: m(|f| f.rtt_p50_us),
+            rtt_p99_us: m(|f| f.rtt_p99_us),
+            floor_us: m(|f| f.floor_us),
+            where_leader: first.where_leader.clone(),
+            where_follower: first.where_follower.clone(),
+        })
+    }
+}
 
 fn percentile_us(v: &mut [u64], q: f64) -> f64 {
     if v.is_empty() {
@@ -1394,15 +1495,15 @@ async fn measure_floor(
         }
     };
     eprintln!(
-        "measuring the floor (fdatasync in {} and {}, loopback ping-pong)",
+        "measuring the floor (300× 100 B pwrite+fdatasync in {} and {}, 2000 loopback ping-pongs)",
         leader_dir.display(),
         follower_dir.display()
     );
     let (ld, fd) = (leader_dir.clone(), follower_dir.clone());
     let r = tokio::task::spawn_blocking(move || -> Result<Floor, BenchError> {
-        let (l50, l99) = fsync_probe(&ld, 2000)?;
-        let (f50, f99) = fsync_probe(&fd, 2000)?;
-        let (r50, r99) = rtt_probe(5000)?;
+        let (l50, l99) = fsync_probe(&ld, 300)?;
+        let (f50, f99) = fsync_probe(&fd, 300)?;
+        let (r50, r99) = rtt_probe(2000)?;
         Ok(Floor {
             fsync_leader_p50_us: l50,
             fsync_leader_p99_us: l99,
@@ -1493,7 +1594,7 @@ fn print_table(results: &[RunResult], floor: Option<&Floor>) {
     }
     if let Some(f) = floor {
         println!(
-            "(floor {:.0} µs = leader fdatasync {:.0} + follower fdatasync {:.0} + loopback RTT {:.0}; repl MB/s = WAL bytes shipped to all followers, 10^6 B)",
+            "(first floor measured: {:.0} µs = leader fdatasync {:.0} + follower fdatasync {:.0} + loopback RTT {:.0}; repl MB/s = WAL bytes shipped to all followers, 10^6 B)",
             f.floor_us, f.fsync_leader_p50_us, f.fsync_follower_p50_us, f.rtt_p50_us
         );
     }
@@ -1529,10 +1630,10 @@ fn print_bars(results: &[RunResult], floor: Option<&Floor>) {
             verdict(r.writes_per_s >= bar && r.p99_ms <= PG_ANY1_P99_MS)
         ));
     }
-    if let Some(f) = floor {
-        for r in results.iter().filter(|r| {
-            r.nodes == 3 && r.clients == 1 && r.ack == "remote_flush" && r.value_size == 100
-        }) {
+    for r in results.iter().filter(|r| {
+        r.nodes == 3 && r.clients == 1 && r.ack == "remote_flush" && r.value_size == 100
+    }) {
+        if let Some(f) = r.floor.as_ref().or(floor) {
             let ratio = r.p50_ms * 1000.0 / f.floor_us;
             lines.push(format!(
                 "{} 3n {} remote_flush 1c 100B: p50 {:.0} µs vs floor {:.0} µs = {:.2}x (bar {FLOOR_FACTOR}x): {}",
@@ -1655,7 +1756,9 @@ mod tests {
         assert!(Plan::from_args(&T::parse_from(["x", "--nodes", "2"]).b.opts).is_err());
         assert!(Plan::from_args(&T::parse_from(["x", "--ack", "nope"]).b.opts).is_err());
         let p = Plan::from_args(
-            &T::parse_from(["x", "--value-size", "100,4KiB", "--clients", "1,32"]).b.opts,
+            &T::parse_from(["x", "--value-size", "100,4KiB", "--clients", "1,32"])
+                .b
+                .opts,
         )
         .unwrap();
         assert_eq!(p.groups[0].1.len(), 4);
