@@ -206,7 +206,11 @@ where
             }
         })
     };
-    let mut reader = reader;
+    // Aborts the status reader however this session ends, also when this
+    // future is dropped mid-await (the node shutting down): the reader owns
+    // the socket's read half and the context (the WAL), and would otherwise
+    // keep both alive until the follower hangs up.
+    let mut reader = AbortOnDrop(reader);
 
     let mut written = ctx.written.clone();
     let mut commit = ctx.commit.clone();
@@ -301,13 +305,13 @@ where
                 }
             }
             _ = status_seen.notified() => {}
-            r = &mut reader => {
+            r = &mut reader.0 => {
                 break r.unwrap_or_else(|e| format!("status reader failed: {e}"));
             }
             _ = stop.changed() => {}
         }
     };
-    reader.abort();
+    drop(reader);
     let commits = ctx.gate.set_connected(&follower, false);
     ctx.events.commits(commits);
     ctx.progress
@@ -315,6 +319,15 @@ where
         .set_state(&follower, FollowerState::Disconnected);
     ctx.events.state(&follower, FollowerState::Disconnected);
     reason
+}
+
+/// A task handle that aborts its task when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn keepalive(ctx: &SenderContext, commit_lsn: u64, reply_requested: bool) -> Message {

@@ -36,8 +36,16 @@ pub async fn run(shared: Arc<Shared>, listener: TcpListener) {
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         tokio::spawn(async move {
-            if let Err(reason) = serve_connection(shared, stream).await {
-                tracing::warn!(peer = %peer_addr, %reason, "binary connection refused or ended with an error; the node keeps serving");
+            // A connection task ends with the node: it holds the node's state
+            // (and so its WAL) for as long as it runs.
+            let mut shutdown = shared.shutdown.clone();
+            tokio::select! {
+                r = serve_connection(shared, stream) => {
+                    if let Err(reason) = r {
+                        tracing::warn!(peer = %peer_addr, %reason, "binary connection refused or ended with an error; the node keeps serving");
+                    }
+                }
+                _ = shutdown.wait_for(|s| *s) => {}
             }
         });
     }

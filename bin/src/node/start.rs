@@ -85,10 +85,22 @@ pub async fn start(cfg: Config) -> Result<NodeHandle, StartError> {
             crate::config::Mode::Sync => shipper::ReplicationMode::Sync,
             crate::config::Mode::Quorum => shipper::ReplicationMode::Quorum,
         };
+        // A node with priority 0 never leads, so its own leader policy does not
+        // matter (e.g. `FIRST 1 (n2)` shared by every node, n2 never promoted):
+        // check the list as a member that may lead would resolve it.
+        let as_leader = if cfg.me().priority > 0 {
+            cfg.node_id.as_str()
+        } else {
+            cfg.members
+                .iter()
+                .find(|m| m.priority > 0)
+                .map(|m| m.id.as_str())
+                .unwrap_or(cfg.node_id.as_str())
+        };
         shipper::resolve_policy(
             mode,
             cfg.replication.standbys.as_deref(),
-            &cfg.node_id,
+            as_leader,
             &members,
         )
         .map_err(|e| StartError::Standbys(e.to_string()))?;
@@ -227,6 +239,10 @@ impl NodeHandle {
     }
 
     /// Clean shutdown: stop accepting, step down, flush the WAL, stop all tasks.
+    ///
+    /// Returns once every task of the node let go of the WAL (so the data
+    /// directory can be opened again, e.g. by a restart in the same process),
+    /// or after 10 s with a warning naming the directory.
     pub async fn shutdown(mut self) {
         tracing::info!(node = %self.shared.cfg.node_id, "shutting down: stopping tasks and flushing the WAL");
         if let Some(l) = self.shared.leader.lock().take() {
@@ -235,9 +251,17 @@ impl NodeHandle {
         }
         let _ = self.shutdown_tx.send(true);
         super::replica::stop(&self.shared).await;
-        for t in self.tasks.drain(..) {
-            t.abort();
-            let _ = t.await;
+        // Every task watches the shutdown signal; give each a moment to finish
+        // on its own (the HTTP server closes its connections gracefully), then
+        // abort what is left.
+        for mut t in self.tasks.drain(..) {
+            if tokio::time::timeout(std::time::Duration::from_secs(2), &mut t)
+                .await
+                .is_err()
+            {
+                t.abort();
+                let _ = t.await;
+            }
         }
         let wal = self.shared.wal.clone();
         let end = wal.write_lsn();
@@ -251,9 +275,21 @@ impl NodeHandle {
         }
         // The shutdown signal ends the flusher thread.
         let flusher = self.flusher.take();
+        let wal_dir = self.shared.wal.dir().to_path_buf();
+        let wal = Arc::downgrade(&self.shared.wal);
         drop(self);
         if let Some(f) = flusher {
             let _ = tokio::task::spawn_blocking(move || f.join()).await;
+        }
+        // Short-lived tasks (replication sessions, connection handlers) end on
+        // the shutdown signal; wait until the last one dropped the WAL.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while wal.strong_count() > 0 {
+            if std::time::Instant::now() > deadline {
+                tracing::warn!(dir = %wal_dir.display(), "some tasks still hold the WAL 10s after shutdown; it closes when they end");
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     }
 }
