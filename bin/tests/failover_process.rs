@@ -547,6 +547,7 @@ fn bench_failover() {
             }
             let mut sw = Vec::new();
             let mut sw_failed = Vec::new();
+            let mut sw_ok = Vec::new();
             for t in 0..trials {
                 let (ms, failed) = switchover_trial(&c, &w).await;
                 eprintln!(
@@ -558,8 +559,9 @@ fn bench_failover() {
                         .unwrap_or_default()
                 );
                 sw.push(ms);
-                if let Some(f) = failed {
-                    sw_failed.push(f);
+                match failed {
+                    Some(f) => sw_failed.push(f),
+                    None => sw_ok.push(ms),
                 }
             }
             let acks = w.stop().await;
@@ -575,6 +577,10 @@ fn bench_failover() {
                     sw.len()
                 ),
                 &sw,
+            ));
+            lines.push(summary(
+                &format!("switchover write unavailability, successful switchovers only, H {hb} ms / T {et} ms"),
+                &sw_ok,
             ));
             c.shutdown(Duration::from_secs(3)).await;
         }
