@@ -121,3 +121,56 @@ async fn old_leader_divergent_tail_is_cut() {
     c.assert_wal_identical();
     c.shutdown().await;
 }
+
+/// Async mode: an old leader's tail that it had committed and APPLIED on its
+/// own (async acknowledges on the leader's flush) is lost by a failover; when
+/// it rejoins, the tail is cut, its key-value state is rebuilt from the WAL
+/// that remains, and it converges with the new leader (DESIGN.md: the async
+/// loss window).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn async_old_leader_applied_tail_is_cut_and_state_rebuilt() {
+    let mut c = Cluster::start(Opts {
+        auto: false,
+        ..Opts::new(3, "async")
+    })
+    .await;
+    let n1 = c.promote(0).await;
+    c.wait_streaming(n1).await;
+    c.put_ok(n1, "common", "1", None).await;
+    c.wait_converged().await;
+    c.stop_node(1).await;
+    c.stop_node(2).await;
+    let mut last = 0;
+    for i in 0..20 {
+        last = c.put_ok(n1, &format!("lost{i}"), "x", None).await;
+    }
+    let s1 = c.shared(n1).clone();
+    wait_for("n1 applied its async writes", WAIT, || {
+        s1.applied_lsn() >= last
+    })
+    .await;
+    assert!(s1.kv.read().get(b"lost0").is_some());
+    drop(s1);
+    c.stop_node(n1).await;
+
+    c.start_node(1).await;
+    c.start_node(2).await;
+    let n2 = c.promote(1).await;
+    for i in 0..30 {
+        c.put_ok(n2, &format!("new{i}"), "y", None).await;
+    }
+    c.start_node(0).await;
+    wait_for("old leader follows n2", WAIT, || {
+        let r = c.shared(0).role();
+        r.role == Role::Follower && r.leader_id.as_deref() == Some("n2")
+    })
+    .await;
+    c.put_ok(n2, "final", "z", None).await;
+    let (_, digest) = c.wait_converged().await;
+    let s = c.shared(0);
+    assert_eq!(s.kv.read().digest(), digest);
+    assert!(s.kv.read().get(b"lost0").is_none(), "the lost tail is gone");
+    assert!(s.kv.read().get(b"new29").is_some());
+    c.assert_wal_identical();
+    c.shutdown().await;
+}

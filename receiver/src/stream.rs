@@ -11,7 +11,7 @@
 //! |---|---|---|
 //! | `WalData{start, bytes}` | the next records | `append_raw` at `start` (checked: CRC, LSN continuity, before any byte is written); publish the new write LSN for the flusher |
 //! | `Keepalive{commit, flush, reply_requested}` | heartbeat | raise the commit LSN (never lower); answer at once if asked |
-//! | `Truncate{to}` | our tail after `to` diverged from the leader's log | cut it (logged with range and record count), reconnect at once |
+//! | `Truncate{to}` | our tail after `to` diverged from the leader's log | cut it (logged with range and record count), lower the known commit LSN to `to`, reconnect at once |
 //! | `Error{wal_not_available}` | the leader no longer holds our next LSN | report `needs_rebuild`, retry slowly |
 //! | `Error{other}` | refused | log the reason, retry with backoff |
 //!
@@ -69,7 +69,8 @@ pub struct FollowContext {
     pub flush_tx: watch::Sender<u64>,
     /// The node's applied LSN.
     pub applied_rx: watch::Receiver<u64>,
-    /// The commit LSN learnt from the leader (only raised).
+    /// The commit LSN learnt from the leader (only raised, except lowered to
+    /// the cut when a divergent tail is truncated).
     pub commit_tx: watch::Sender<u64>,
     /// Callbacks.
     pub events: Arc<dyn ReceiverEvents>,
@@ -303,6 +304,20 @@ async fn session(ctx: &FollowContext) -> SessionEnd {
                         ctx.flush_tx.send_if_modified(|f| {
                             if *f > to_lsn {
                                 *f = to_lsn;
+                                true
+                            } else {
+                                false
+                            }
+                        });
+                        // A commit LSN above the cut was learnt for the history we
+                        // just dropped (async mode: an old leader's own flush). Keep
+                        // it and the applier would apply the new leader's records
+                        // in [to, old commit) before the new leader commits them.
+                        // The only place the commit LSN goes down; the new leader's
+                        // keepalives raise it again.
+                        ctx.commit_tx.send_if_modified(|c| {
+                            if *c > to_lsn {
+                                *c = to_lsn;
                                 true
                             } else {
                                 false
