@@ -45,30 +45,73 @@ pub async fn switchover(shared: &Shared, to: Option<String>) -> AdminResult {
     .await
     .map_err(|e| ("refused", e))?;
     let limit = shared.cfg.failover.election_timeout * 2 + Duration::from_secs(2);
-    let mut rx = shared.role_tx.subscribe();
-    let target2 = target.clone();
-    let waited = tokio::time::timeout(
-        limit,
-        rx.wait_for(|r| r.term > term_before && r.leader_id.as_deref() == Some(target2.as_str())),
-    )
-    .await;
+    let deadline = started + limit;
+    let new_term = {
+        let mut rx = shared.role_tx.subscribe();
+        let target2 = target.clone();
+        tokio::time::timeout(limit, async move {
+            rx.wait_for(|r| {
+                r.term > term_before && r.leader_id.as_deref() == Some(target2.as_str())
+            })
+            .await
+            .map(|r| r.term)
+            .ok()
+        })
+        .await
+        .ok()
+        .flatten()
+    };
+    let waited = match new_term {
+        Some(term) => {
+            // Return only once the target accepts writes (its /leader answers 200).
+            let addr = shared.cfg.member(&target).map(|m| m.http);
+            match addr {
+                Some(addr) if target_accepts_writes(addr, deadline).await => Ok(term),
+                _ => Err(()),
+            }
+        }
+        None => Err(()),
+    };
     match waited {
-        Ok(Ok(r)) => {
-            let term = r.term;
+        Ok(term) => {
             tracing::info!(target = %target, term, elapsed_ms = started.elapsed().as_millis() as u64, "switchover done: {target} leads");
             Ok(
                 json!({"leader": target, "term": term, "elapsed_ms": started.elapsed().as_millis() as u64}),
             )
         }
-        _ => Err((
-            "timeout",
-            format!(
-                "{target} did not become leader within {limit:?}; this node is now {} (leader: {})",
-                shared.role().role.as_str(),
-                shared.role().leader_id.unwrap_or_else(|| "unknown".into())
-            ),
-        )),
+        Err(()) => {
+            let now = shared.role();
+            Err((
+                "timeout",
+                format!(
+                    "{target} did not become leader within {limit:?}; this node is now {} in term {} (leader: {})",
+                    now.role.as_str(),
+                    now.term,
+                    now.leader_id.unwrap_or_else(|| "unknown".into())
+                ),
+            ))
+        }
     }
+}
+
+/// Poll the target's `/leader` until it answers 200 or `deadline` passes.
+async fn target_accepts_writes(addr: std::net::SocketAddr, deadline: Instant) -> bool {
+    let Ok(client) = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+    else {
+        return false;
+    };
+    let url = format!("http://{addr}/leader");
+    while Instant::now() < deadline {
+        if let Ok(r) = client.get(&url).send().await {
+            if r.status().is_success() {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    false
 }
 
 fn pick_target(shared: &Shared) -> Option<String> {

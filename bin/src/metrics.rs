@@ -190,6 +190,13 @@ impl Metrics {
             .unwrap_or_else(|e| panic!("{e}")),
             registry,
         };
+        // Pre-create the outcomes alerts watch, so that the first one counts
+        // as an increase from 0.
+        for op in ["put", "delete", "append"] {
+            for outcome in ["ok", "ack_timeout"] {
+                m.client_requests_total.with_label_values(&[op, outcome]);
+            }
+        }
         let r = &m.registry;
         let all: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.role.clone()),

@@ -6,7 +6,7 @@
 //! | `kill9_leader_under_load` | SIGKILL of the leader under write load: a new leader acknowledges writes (bound 20 s), the old leader rejoins as a follower, every acknowledged key is on every node, logs converge |
 //! | `sigstop_leader_steps_down` | SIGSTOP of the leader past the election timeout, then SIGCONT: a new leader takes over, the old one steps down and follows, its unacknowledged tail is cut, nothing acknowledged lost, all converge |
 //! | `switchover_idle` | `POST /v1/admin/switchover` on an idle leader returns once the target leads; the old leader follows; nothing lost |
-//! | `switchover_under_load` (ignored until a known bug is fixed) | the same with writes in flight; prints the write-unavailability window |
+//! | `switchover_under_load` | the same with writes in flight; prints the write-unavailability window |
 //! | `pause_prevents_failover` | after `/v1/admin/pause`, killing the leader elects nobody for 6 election timeouts; a manual `/v1/admin/failover` promotes a survivor; `/v1/admin/resume` clears the flag everywhere |
 //! | `bench_failover` (ignored) | the failover benchmark of benches/FAILOVER.md: 20 kill -9 trials per timing setting, 20 switchovers |
 //!
@@ -345,12 +345,11 @@ fn switchover_idle() {
     run(switchover_case(false));
 }
 
-/// Fails about half the time as of this commit: the leader sends TimeoutNow
-/// while writes appended before the transfer are still being flushed, so the
-/// target campaigns with a shorter log than the voters and loses (see
-/// benches/FAILOVER.md, "Known problem"). Un-ignore once that is fixed.
+/// Writes in flight at the moment of the request: the leader stops appending,
+/// waits until the target holds everything it appended (not only what it had
+/// flushed), then hands over (regression: TimeoutNow used to go out while
+/// appended writes were still being flushed, and the target lost the vote).
 #[test]
-#[ignore = "switchover under load races in-flight group commits (benches/FAILOVER.md, known problem)"]
 fn switchover_under_load() {
     run(switchover_case(true));
 }

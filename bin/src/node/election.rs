@@ -72,11 +72,20 @@ pub fn core_config(shared: &Shared) -> failover::Config {
     c
 }
 
-/// The local flushed log position as the core wants it.
+/// The local log position as the core wants it: the flushed end on a
+/// follower (a vote must only count durable records); on a leader the end of
+/// everything it appended, so that a leadership transfer waits until the
+/// target holds even the writes still being flushed (otherwise the target
+/// could lack a record the rest of the cluster commits, and lose the vote).
 pub fn log_position(shared: &Shared) -> LogPosition {
     let flushed = *shared.flush_tx.borrow();
     let wal = &shared.wal;
-    let last_lsn = flushed.min(wal.write_lsn().0);
+    let leading = shared.leader.lock().is_some();
+    let last_lsn = if leading {
+        wal.write_lsn().0
+    } else {
+        flushed.min(wal.write_lsn().0)
+    };
     let last_term = if last_lsn == 0 {
         0
     } else {
@@ -104,6 +113,7 @@ pub async fn run(
     let now_ms = move || epoch.elapsed().as_millis() as u64;
     let mut peers: HashMap<String, mpsc::Sender<FMsg>> = HashMap::new();
     let mut flush_rx = shared.flush_tx.subscribe();
+    let mut written_rx = shared.written_tx.subscribe();
     let mut shutdown = shared.shutdown.clone();
     let mut pending_admin: Vec<oneshot::Sender<Result<(), String>>> = Vec::new();
     let mut last_pos = log_position(&shared);
@@ -131,9 +141,24 @@ pub async fn run(
                 last_pos = pos;
                 Event::LogPosition(pos)
             }
+            r = written_rx.changed(), if core.transfer_target().is_some() => {
+                if r.is_err() { return Ok(()); }
+                let pos = log_position(&shared);
+                if pos == last_pos { continue; }
+                last_pos = pos;
+                Event::LogPosition(pos)
+            }
             _ = tokio::time::sleep(Duration::from_millis(sleep_ms)) => Event::Tick,
         };
         let is_admin = matches!(event, Event::Admin(_));
+        if matches!(event, Event::Admin(AdminCommand::TransferLeadership { .. })) {
+            // Stop appends before the core looks at the log: every write appended
+            // so far must reach the target before it is told to campaign. The
+            // core's answer (after the step) decides whether writes resume.
+            if let Some(l) = shared.leader.lock().as_mut() {
+                l.accepting_writes = false;
+            }
+        }
         // The log may have moved by truncation without a flush change: refresh it.
         let pos = log_position(&shared);
         if pos != last_pos {
@@ -160,8 +185,35 @@ async fn execute(
     store: &VoteStore,
     peers: &mut HashMap<String, mpsc::Sender<FMsg>>,
     pending_admin: &mut Vec<oneshot::Sender<Result<(), String>>>,
-    actions: Vec<Action>,
+    mut actions: Vec<Action>,
 ) -> Result<(), failover::FailoverError> {
+    // A step that makes this node leader also carries its first heartbeats:
+    // send them before the (slower) role change so that followers learn the
+    // new leader at once. PersistState stays first: nothing is sent before it.
+    if let Some(lead) = actions
+        .iter()
+        .position(|a| matches!(a, Action::BecomeLeader { .. }))
+    {
+        let persist_end = actions
+            .iter()
+            .position(|a| !matches!(a, Action::PersistState(_)))
+            .unwrap_or(0);
+        let mut sends = Vec::new();
+        let mut rest = Vec::new();
+        for (i, a) in actions.drain(..).enumerate() {
+            if i >= persist_end && i > lead && matches!(a, Action::Send { .. }) {
+                sends.push(a);
+            } else {
+                rest.push(a);
+            }
+        }
+        let insert_at = rest
+            .iter()
+            .position(|a| matches!(a, Action::BecomeLeader { .. }))
+            .unwrap_or(rest.len());
+        rest.splice(insert_at..insert_at, sends);
+        actions = rest;
+    }
     for action in actions {
         match action {
             Action::PersistState(state) => {

@@ -128,7 +128,18 @@ async fn serve_node(
                 flush_lsn,
                 apply_lsn,
             } => {
-                let ctx = shared.leader.lock().as_ref().map(|l| l.senders.clone());
+                let mut ctx = shared.leader.lock().as_ref().map(|l| l.senders.clone());
+                if ctx.is_none() {
+                    // A follower hears a new leader's first heartbeat just before
+                    // that leader finishes taking the role: give it a moment.
+                    let mut rx = shared.role_tx.subscribe();
+                    let _ = tokio::time::timeout(
+                        Duration::from_millis(500),
+                        rx.wait_for(|r| r.role == super::Role::Leader),
+                    )
+                    .await;
+                    ctx = shared.leader.lock().as_ref().map(|l| l.senders.clone());
+                }
                 let Some(ctx) = ctx else {
                     let _ = framed
                         .send(Message::Error {

@@ -13,6 +13,7 @@ const PERIOD: Duration = Duration::from_millis(100);
 pub async fn run(shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.clone();
     let mut last_sync: Vec<String> = Vec::new();
+    let mut was_leader = false;
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
@@ -84,8 +85,15 @@ pub async fn run(shared: Arc<Shared>) {
                 last_sync = sync.clone();
                 let _ = shared.failover_tx.try_send(DriverInput::SyncStandbys(sync));
             }
-        } else {
+        } else if !last_sync.is_empty() || was_leader {
+            // No longer leading: the per-follower figures describe nothing now.
             last_sync.clear();
+            m.follower_lag_bytes.reset();
+            m.follower_lag_seconds.reset();
+            m.follower_sync_state.reset();
+            m.follower_connected.reset();
+            m.followers_needing_rebuild.set(0);
         }
+        was_leader = shared.leader.lock().is_some();
     }
 }
