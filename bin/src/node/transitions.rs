@@ -39,6 +39,10 @@ pub async fn become_leader(shared: &Arc<Shared>, term: u64) {
         shared.cfg.wal.sync == WalSync::Never,
     ));
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Cleared before the term's senders can exist (a follower may connect the
+    // moment the LeaderTerm is installed): clearing after would erase the
+    // state of a session that already reported, which never reports again.
+    shared.follower_states.lock().clear();
     let term_start_end = {
         let mut guard = shared.leader.lock();
         let appended = match shared
@@ -70,6 +74,7 @@ pub async fn become_leader(shared: &Arc<Shared>, term: u64) {
             window_bytes: 64 << 20,
             events: Arc::new(SenderEvents {
                 shared: Arc::downgrade(shared),
+                term,
                 term_start_end: end,
             }),
         });
@@ -92,7 +97,6 @@ pub async fn become_leader(shared: &Arc<Shared>, term: u64) {
             false
         }
     });
-    shared.follower_states.lock().clear();
     tracing::info!(
         term,
         start = %wal::Lsn(term_start_end),
@@ -105,6 +109,7 @@ pub async fn become_leader(shared: &Arc<Shared>, term: u64) {
 /// How a term's senders report to the node.
 struct SenderEvents {
     shared: std::sync::Weak<Shared>,
+    term: u64,
     term_start_end: u64,
 }
 
@@ -121,7 +126,12 @@ impl shipper::sender::SenderEvents for SenderEvents {
     }
     fn state(&self, follower: &str, state: shipper::FollowerState) {
         if let Some(s) = self.shared.upgrade() {
-            s.follower_states.lock().insert(follower.to_string(), state);
+            // Only while this term is led here: a session of an older term
+            // that ends late must not overwrite the current term's state.
+            let current = s.leader.lock().as_ref().map(|l| l.term) == Some(self.term);
+            if current {
+                s.follower_states.lock().insert(follower.to_string(), state);
+            }
         }
     }
 }
