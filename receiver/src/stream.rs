@@ -16,8 +16,10 @@
 //! | `Error{other}` | refused | log the reason, retry with backoff |
 //!
 //! 4. Whenever the flush or apply LSN moves (group-flushed by the node's
-//!    flusher), or the leader asks, send `FollowerStatus`. A follower reports
-//!    as flushed only what is on stable storage.
+//!    flusher), or the leader asks, send `FollowerStatus`. Every frame already
+//!    readable is handled before a status goes out, so a burst of frames costs
+//!    one status covering write, flush and apply LSNs together. A follower
+//!    reports as flushed only what is on stable storage.
 //!
 //! Reconnects back off from 20 ms to 1 s so that a new leader is followed fast.
 
@@ -25,7 +27,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use proto::{ErrorCode, FrameCodec, Hello, Message, Peer};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -199,18 +201,25 @@ async fn session(ctx: &FollowContext) -> SessionEnd {
     ctx.events.connected(&ctx.leader_id);
     let mut flush_rx = ctx.flush_tx.subscribe();
     let mut applied_rx = ctx.applied_rx.clone();
-    let mut leader_flush = 0u64;
-    let mut caught_up = false;
-    let mut status_due = true;
+    let mut st = StreamState {
+        leader_flush: 0,
+        caught_up: false,
+        status_due: true,
+        reply_to_time_us: 0,
+    };
     loop {
-        if status_due {
-            status_due = false;
+        // One status per batch, covering write/flush/apply at once.
+        if st.status_due
+            || flush_rx.has_changed().unwrap_or(false)
+            || applied_rx.has_changed().unwrap_or(false)
+        {
+            st.status_due = false;
             let status = Message::FollowerStatus {
                 write_lsn: wal.write_lsn().0,
                 flush_lsn: *flush_rx.borrow_and_update(),
                 apply_lsn: *applied_rx.borrow_and_update(),
                 send_time_us: now_us(),
-                reply_to_time_us: 0,
+                reply_to_time_us: std::mem::take(&mut st.reply_to_time_us),
             };
             if let Err(e) = framed.send(status).await {
                 return SessionEnd::Failed(format!("cannot send status: {e}"));
@@ -220,21 +229,72 @@ async fn session(ctx: &FollowContext) -> SessionEnd {
             _ = stop.changed() => return SessionEnd::Stop,
             r = flush_rx.changed() => {
                 if r.is_err() { return SessionEnd::Stop; }
-                status_due = true;
-                continue;
+                st.status_due = true;
+                None
             }
             r = applied_rx.changed() => {
                 if r.is_err() { return SessionEnd::Stop; }
-                status_due = true;
-                continue;
+                st.status_due = true;
+                None
             }
-            m = framed.next() => m,
+            m = framed.next() => Some(m),
         };
-        let msg = match msg {
-            None => return SessionEnd::Failed("the leader closed the connection".into()),
-            Some(Err(e)) => return SessionEnd::Failed(format!("bad frame from the leader: {e}")),
-            Some(Ok(m)) => m,
-        };
+        if let Some(first) = msg {
+            if let Some(end) = handle_frame(ctx, &mut st, first) {
+                return end;
+            }
+            // Drain every frame already buffered or readable without waiting,
+            // so a burst from the leader costs one status, not one per frame.
+            for _ in 0..MAX_FRAMES_PER_BATCH {
+                let Some(next) = framed.next().now_or_never() else {
+                    break;
+                };
+                if let Some(end) = handle_frame(ctx, &mut st, next) {
+                    return end;
+                }
+            }
+        } else {
+            // A flush or apply advance: let a concurrent advance of the other
+            // (and any frame already arriving) land first, so one status covers both.
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// Frames handled back to back before a status goes out (keeps the stop
+/// signal and status reports responsive under a flood of WAL).
+const MAX_FRAMES_PER_BATCH: usize = 256;
+
+/// What a session tracks between frames.
+struct StreamState {
+    leader_flush: u64,
+    caught_up: bool,
+    status_due: bool,
+    /// `send_time_us` of the last keepalive that asked for a reply (0: none).
+    reply_to_time_us: u64,
+}
+
+/// Handle one frame from the leader; `Some` ends the session.
+fn handle_frame(
+    ctx: &FollowContext,
+    st: &mut StreamState,
+    msg: Option<Result<Message, proto::ProtoError>>,
+) -> Option<SessionEnd> {
+    let wal = &ctx.wal;
+    let msg = match msg {
+        None => {
+            return Some(SessionEnd::Failed(
+                "the leader closed the connection".into(),
+            ))
+        }
+        Some(Err(e)) => {
+            return Some(SessionEnd::Failed(format!(
+                "bad frame from the leader: {e}"
+            )))
+        }
+        Some(Ok(m)) => m,
+    };
+    {
         match msg {
             Message::WalData { start_lsn, bytes } => {
                 let n = bytes.len() as u64;
@@ -242,10 +302,10 @@ async fn session(ctx: &FollowContext) -> SessionEnd {
                     Ok(end) => {
                         raise(&ctx.written_tx, end.0);
                         ctx.events.received(n);
-                        let now_caught = end.0 >= leader_flush;
-                        if now_caught != caught_up {
-                            caught_up = now_caught;
-                            ctx.events.caught_up(caught_up);
+                        let now_caught = end.0 >= st.leader_flush;
+                        if now_caught != st.caught_up {
+                            st.caught_up = now_caught;
+                            ctx.events.caught_up(st.caught_up);
                         }
                     }
                     Err(e) => {
@@ -256,7 +316,7 @@ async fn session(ctx: &FollowContext) -> SessionEnd {
                             error = %e,
                             "refusing WAL bytes from the leader (nothing was written); reconnecting to stream again from the end of the local log"
                         );
-                        return SessionEnd::Failed(format!("WAL data refused: {e}"));
+                        return Some(SessionEnd::Failed(format!("WAL data refused: {e}")));
                     }
                 }
             }
@@ -268,25 +328,19 @@ async fn session(ctx: &FollowContext) -> SessionEnd {
                 send_time_us,
                 reply_requested,
             } => {
-                leader_flush = flush_lsn;
+                st.leader_flush = flush_lsn;
                 ctx.events.leader_flush(flush_lsn);
                 raise(&ctx.commit_tx, commit_lsn);
                 let now_caught = wal.write_lsn().0 >= flush_lsn;
-                if now_caught != caught_up {
-                    caught_up = now_caught;
-                    ctx.events.caught_up(caught_up);
+                if now_caught != st.caught_up {
+                    st.caught_up = now_caught;
+                    ctx.events.caught_up(st.caught_up);
                 }
                 if reply_requested {
-                    let status = Message::FollowerStatus {
-                        write_lsn: wal.write_lsn().0,
-                        flush_lsn: *flush_rx.borrow(),
-                        apply_lsn: *applied_rx.borrow(),
-                        send_time_us: now_us(),
-                        reply_to_time_us: send_time_us,
-                    };
-                    if let Err(e) = framed.send(status).await {
-                        return SessionEnd::Failed(format!("cannot send status: {e}"));
-                    }
+                    // Answered right after this batch of frames (at once if
+                    // none follows): one status, sent before waiting again.
+                    st.status_due = true;
+                    st.reply_to_time_us = send_time_us;
                 }
             }
             Message::Truncate { to_lsn } => {
@@ -324,7 +378,7 @@ async fn session(ctx: &FollowContext) -> SessionEnd {
                             }
                         });
                         ctx.events.truncated(to_lsn, &report);
-                        return SessionEnd::Again;
+                        return Some(SessionEnd::Again);
                     }
                     Err(e) => {
                         tracing::error!(
@@ -332,7 +386,7 @@ async fn session(ctx: &FollowContext) -> SessionEnd {
                             error = %e,
                             "cannot cut the divergent WAL tail; this node cannot follow until it is fixed (retrying)"
                         );
-                        return SessionEnd::Failed(format!("truncation failed: {e}"));
+                        return Some(SessionEnd::Failed(format!("truncation failed: {e}")));
                     }
                 }
             }
@@ -343,19 +397,20 @@ async fn session(ctx: &FollowContext) -> SessionEnd {
                         %message,
                         "the leader no longer holds the WAL this node needs; this node needs a rebuild (walship rebuild)"
                     );
-                    return SessionEnd::NeedsRebuild(message);
+                    return Some(SessionEnd::NeedsRebuild(message));
                 }
-                return SessionEnd::Failed(format!(
+                return Some(SessionEnd::Failed(format!(
                     "leader refused: {} ({message})",
                     code.as_str()
-                ));
+                )));
             }
             other => {
-                return SessionEnd::Failed(format!(
+                return Some(SessionEnd::Failed(format!(
                     "unexpected {} message on the replication stream",
                     other.name()
-                ));
+                )));
             }
         }
     }
+    None
 }

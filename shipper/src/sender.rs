@@ -8,9 +8,13 @@
 //! | 2 | follower's end is below our oldest retained WAL | send `Error{wal_not_available}`, mark it `needs_rebuild`, end |
 //! | 3 | otherwise | stream from the follower's end: `WalData` chunks of whole records, as fast as it takes them |
 //!
-//! While streaming: a `Keepalive` goes out whenever the commit LSN moves and every
-//! heartbeat interval (that one asks for a reply); the follower's `FollowerStatus`
-//! replies feed [`Progress`] (lag) and the [`SharedGate`] (commit).
+//! While streaming: the sender works in passes. Woken by new WAL, a commit advance,
+//! the heartbeat timer or (when window-limited) a follower status, it yields once
+//! so that concurrent appends join the pass, then feeds every readable `WalData`
+//! chunk, then a `Keepalive` if the commit LSN moved or a heartbeat is due (only
+//! the heartbeat one asks for a reply), and flushes the socket once: the commit
+//! LSN travels with the data in the same syscall. The follower's
+//! `FollowerStatus` replies feed [`Progress`] (lag) and the [`SharedGate`] (commit).
 //!
 //! Bounds: at most `window_bytes` sent beyond the follower's reported write LSN,
 //! each `WalData` at most `max_chunk_bytes` (unless one record is larger), and the
@@ -215,101 +219,105 @@ where
     let mut written = ctx.written.clone();
     let mut commit = ctx.commit.clone();
     let mut stop = ctx.stop.clone();
-    let mut ticker = tokio::time::interval(ctx.heartbeat);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Heartbeat: one pinned timer, re-armed only when a heartbeat goes out (no
+    // timer-wheel churn per batch). It is also checked at the top of every
+    // pass, so a steady stream of WAL never starves the heartbeats.
+    let mut next_heartbeat = tokio::time::Instant::now();
+    let heartbeat_timer = tokio::time::sleep_until(next_heartbeat);
+    tokio::pin!(heartbeat_timer);
     let mut pos = start.write_lsn;
     let mut sent_commit = 0u64;
-    let mut buf: Vec<u8> = Vec::with_capacity(ctx.max_chunk_bytes.min(1 << 20));
 
-    let reason = loop {
+    // One pass = ship every readable chunk within the window, then the commit
+    // LSN (and a heartbeat if due) right behind the data, then ONE flush: a
+    // batch of appends and the commit advance it carries share one syscall.
+    let reason = 'session: loop {
         if *stop.borrow() {
             break "the leader's term ended".to_string();
         }
-        let end = *written.borrow_and_update();
-        let in_flight = pos.saturating_sub(acked_write.load(Ordering::Acquire));
-        if pos < end && in_flight < ctx.window_bytes {
-            buf.clear();
+        let mut window_limited = false;
+        loop {
+            let end = *written.borrow_and_update();
+            if pos >= end {
+                break;
+            }
+            let in_flight = pos.saturating_sub(acked_write.load(Ordering::Acquire));
+            if in_flight >= ctx.window_bytes {
+                window_limited = true;
+                break;
+            }
+            // A fresh buffer handed to the frame as it is (no second copy).
+            let want = usize::try_from(end - pos)
+                .unwrap_or(usize::MAX)
+                .min(ctx.max_chunk_bytes);
+            let mut buf: Vec<u8> = Vec::with_capacity(want);
             let chunk_end = match wal.read_raw(wal::Lsn(pos), ctx.max_chunk_bytes, &mut buf) {
                 Ok(e) => e.0,
                 Err(e) => {
                     tracing::error!(follower = %follower, at = %wal::Lsn(pos), error = %e, "cannot read WAL to ship; ending this replication session");
-                    break format!("cannot read WAL at {}: {e}", wal::Lsn(pos));
+                    break 'session format!("cannot read WAL at {}: {e}", wal::Lsn(pos));
                 }
             };
             if chunk_end <= pos {
-                // Nothing readable yet (bytes not published); wait for the next change.
-                tokio::task::yield_now().await;
-                continue;
+                // Nothing readable yet (bytes not published); try again shortly.
+                break;
             }
             let n = buf.len() as u64;
             let msg = Message::WalData {
                 start_lsn: pos,
-                bytes: bytes::Bytes::copy_from_slice(&buf),
+                bytes: bytes::Bytes::from(buf),
             };
-            // Feed without flushing while more is ready, so several chunks share a syscall.
-            let more = chunk_end < *written.borrow();
-            let r = if more {
-                sink.feed(msg).await
-            } else {
-                sink.send(msg).await
-            };
-            if let Err(e) = r {
-                break format!("cannot send WAL: {e}");
+            if let Err(e) = sink.feed(msg).await {
+                break 'session format!("cannot send WAL: {e}");
             }
             ctx.events.shipped(n);
             pos = chunk_end;
-            if !more && !streaming.load(Ordering::Acquire) {
-                streaming.store(true, Ordering::Release);
-                ctx.progress
-                    .lock()
-                    .set_state(&follower, FollowerState::Streaming);
-                ctx.events.state(&follower, FollowerState::Streaming);
-                tracing::info!(follower = %follower, at = %wal::Lsn(pos), "follower caught up; streaming");
-            }
-            let c = *commit.borrow_and_update();
-            if c != sent_commit && !more {
-                sent_commit = c;
-                if let Err(e) = sink.send(keepalive(&ctx, c, false)).await {
-                    break format!("cannot send keepalive: {e}");
-                }
-            }
-            continue;
         }
-        if pos >= end && !streaming.load(Ordering::Acquire) {
+        if !streaming.load(Ordering::Acquire) && pos >= *written.borrow() {
             streaming.store(true, Ordering::Release);
             ctx.progress
                 .lock()
                 .set_state(&follower, FollowerState::Streaming);
             ctx.events.state(&follower, FollowerState::Streaming);
+            tracing::info!(follower = %follower, at = %wal::Lsn(pos), "follower caught up; streaming");
+        }
+        // The commit LSN rides behind the data (same flush): followers learn
+        // commits without a frame and syscall of their own.
+        let now = tokio::time::Instant::now();
+        let heartbeat_due = now >= next_heartbeat;
+        let c = *commit.borrow_and_update();
+        if heartbeat_due || c != sent_commit {
+            sent_commit = c;
+            if let Err(e) = sink.feed(keepalive(&ctx, c, heartbeat_due)).await {
+                break format!("cannot send keepalive: {e}");
+            }
+            if heartbeat_due {
+                next_heartbeat = now + ctx.heartbeat;
+                heartbeat_timer.as_mut().reset(next_heartbeat);
+            }
         }
         if let Err(e) = sink.flush().await {
             break format!("cannot send: {e}");
         }
+        if !window_limited && pos < *written.borrow() {
+            // More WAL arrived while flushing (or bytes were not readable yet).
+            tokio::task::yield_now().await;
+            continue;
+        }
         tokio::select! {
             r = written.changed() => if r.is_err() { break "the leader stopped".to_string() },
-            r = commit.changed() => {
-                if r.is_err() { break "the leader stopped".to_string() }
-                let c = *commit.borrow_and_update();
-                if c != sent_commit {
-                    sent_commit = c;
-                    if let Err(e) = sink.send(keepalive(&ctx, c, false)).await {
-                        break format!("cannot send keepalive: {e}");
-                    }
-                }
-            }
-            _ = ticker.tick() => {
-                let c = *commit.borrow();
-                sent_commit = c;
-                if let Err(e) = sink.send(keepalive(&ctx, c, true)).await {
-                    break format!("cannot send keepalive: {e}");
-                }
-            }
-            _ = status_seen.notified() => {}
+            r = commit.changed() => if r.is_err() { break "the leader stopped".to_string() },
+            _ = &mut heartbeat_timer => {}
+            // Only a window-limited sender waits for the follower's acks.
+            _ = status_seen.notified(), if window_limited => {}
             r = &mut reader.0 => {
                 break r.unwrap_or_else(|e| format!("status reader failed: {e}"));
             }
             _ = stop.changed() => {}
         }
+        // Let the appends and commit advances of this scheduler tick land
+        // first, so they share this pass's frame and flush.
+        tokio::task::yield_now().await;
     };
     drop(reader);
     let commits = ctx.gate.set_connected(&follower, false);

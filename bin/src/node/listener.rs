@@ -6,10 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, SinkExt, StreamExt};
 use proto::{ClientOp, ClientResult, ErrorCode, FrameCodec, HelloOk, Message, Peer, Refusal};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
 use tokio_util::codec::Framed;
 
 use super::election::DriverInput;
@@ -187,55 +187,93 @@ async fn serve_node(
     }
 }
 
+/// Serve one binary client. Its requests run concurrently (pipelined, at most
+/// [`MAX_IN_FLIGHT_PER_CLIENT`] at once) inside this connection task, in a
+/// `FuturesUnordered`: no task, permit or channel per request. Every pass
+/// takes the requests already readable, then collects every finished answer,
+/// feeds them into the socket and flushes once.
 async fn serve_client(
     shared: Arc<Shared>,
-    framed: Framed<TcpStream, FrameCodec>,
+    mut framed: Framed<TcpStream, FrameCodec>,
 ) -> Result<(), String> {
-    let (mut sink, mut stream) = framed.split();
-    let (tx, mut rx) = mpsc::channel::<Message>(MAX_IN_FLIGHT_PER_CLIENT);
-    let writer = tokio::spawn(async move {
-        while let Some(m) = rx.recv().await {
-            let more = !rx.is_empty();
-            let r = if more {
-                sink.feed(m).await
-            } else {
-                sink.send(m).await
+    let mut inflight = FuturesUnordered::new();
+    let mut reading = true;
+    loop {
+        // Requests already readable (bounded by the in-flight limit).
+        while reading && inflight.len() < MAX_IN_FLIGHT_PER_CLIENT {
+            let Some(m) = framed.next().now_or_never() else {
+                break;
             };
-            if r.is_err() {
-                return;
+            match incoming(&mut framed, m).await? {
+                Some((id, op)) => inflight.push(run_op(&shared, id, op)),
+                None => reading = false,
             }
         }
-    });
-    let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT_PER_CLIENT));
-    let result = loop {
-        let msg = match stream.next().await {
-            None => break Ok(()),
-            Some(Err(e)) => break Err(format!("client: {e}")),
-            Some(Ok(m)) => m,
-        };
-        let Message::ClientRequest { id, op } = msg else {
-            let _ = tx
+        // Answers ready now: fed together, one flush.
+        let mut fed = false;
+        while let Some(Some((id, result))) = inflight.next().now_or_never() {
+            framed
+                .feed(Message::ClientResponse { id, result })
+                .await
+                .map_err(|e| format!("cannot answer the client: {e}"))?;
+            fed = true;
+        }
+        if fed {
+            SinkExt::<Message>::flush(&mut framed)
+                .await
+                .map_err(|e| format!("cannot answer the client: {e}"))?;
+        }
+        if !reading && inflight.is_empty() {
+            return Ok(());
+        }
+        tokio::select! {
+            r = inflight.next(), if !inflight.is_empty() => {
+                if let Some((id, result)) = r {
+                    framed
+                        .feed(Message::ClientResponse { id, result })
+                        .await
+                        .map_err(|e| format!("cannot answer the client: {e}"))?;
+                    // Flushed in the next pass, with the answers ready by then.
+                    if inflight.is_empty() {
+                        SinkExt::<Message>::flush(&mut framed).await.map_err(|e| format!("cannot answer the client: {e}"))?;
+                    }
+                }
+            }
+            m = framed.next(), if reading && inflight.len() < MAX_IN_FLIGHT_PER_CLIENT => {
+                match incoming(&mut framed, m).await? {
+                    Some((id, op)) => inflight.push(run_op(&shared, id, op)),
+                    None => reading = false,
+                }
+            }
+            else => return Ok(()),
+        }
+    }
+}
+
+/// A frame from a client: `Some((id, op))` for a request, `None` when the
+/// client closed its side, `Err` (after answering with an `Error`) otherwise.
+async fn incoming(
+    framed: &mut Framed<TcpStream, FrameCodec>,
+    m: Option<Result<Message, proto::ProtoError>>,
+) -> Result<Option<(u64, ClientOp)>, String> {
+    match m {
+        None => Ok(None),
+        Some(Err(e)) => Err(format!("client: {e}")),
+        Some(Ok(Message::ClientRequest { id, op })) => Ok(Some((id, op))),
+        Some(Ok(msg)) => {
+            let _ = framed
                 .send(Message::Error {
                     code: ErrorCode::BadRequest,
                     message: format!("expected ClientRequest, got {}", msg.name()),
                 })
                 .await;
-            break Err(format!("client sent {}", msg.name()));
-        };
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            break Ok(());
-        };
-        let shared = shared.clone();
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let result = handle_client_op(&shared, op).await;
-            let _ = tx.send(Message::ClientResponse { id, result }).await;
-            drop(permit);
-        });
-    };
-    drop(tx);
-    let _ = writer.await;
-    result
+            Err(format!("client sent {}", msg.name()))
+        }
+    }
+}
+
+async fn run_op(shared: &Shared, id: u64, op: ClientOp) -> (u64, ClientResult) {
+    (id, handle_client_op(shared, op).await)
 }
 
 fn ack_level(a: proto::AckLevel) -> Option<shipper::AckLevel> {
