@@ -7,10 +7,11 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
 use parking_lot::Mutex;
 use proto::{AckLevel, ClientOp, ClientResult, ErrorCode, Hello, Message, Peer};
@@ -41,10 +42,66 @@ pub enum ClientError {
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<ClientResult>>>>;
 
+type Sink = SplitSink<Framed<TcpStream, proto::FrameCodec>, Message>;
+
+/// The sending side of a connection, shared by every caller.
+///
+/// A caller writes its request to the socket itself (no writer task): it takes
+/// the sink if free, else queues the request for whoever holds it. Whoever
+/// holds the sink feeds its own request plus everything queued, flushes once,
+/// releases, and checks the queue again, so a queued request is never stranded
+/// (the queuer queues before trying the sink; the holder re-checks after
+/// releasing it). The queue is bounded; a full queue waits.
+struct Outgoing {
+    sink: tokio::sync::Mutex<Sink>,
+    queue_tx: mpsc::Sender<Message>,
+    queue_rx: Mutex<mpsc::Receiver<Message>>,
+}
+
+impl Outgoing {
+    async fn send(&self, msg: Message) -> Result<(), ClientError> {
+        let closed = || ClientError::Connection("connection closed".into());
+        let mut own = Some(msg);
+        loop {
+            let Ok(mut sink) = self.sink.try_lock() else {
+                if let Some(m) = own.take() {
+                    self.queue_tx.send(m).await.map_err(|_| closed())?;
+                    // Pairs with the fence after releasing the sink (Dekker).
+                    fence(Ordering::SeqCst);
+                    // Re-try the sink: its holder may have released it
+                    // before our request was queued.
+                    continue;
+                }
+                // Queued, and the sink is held: its holder re-checks the queue.
+                return Ok(());
+            };
+            let mut fed = false;
+            if let Some(m) = own.take() {
+                sink.feed(m).await.map_err(|_| closed())?;
+                fed = true;
+            }
+            loop {
+                let next = self.queue_rx.lock().try_recv();
+                let Ok(m) = next else { break };
+                sink.feed(m).await.map_err(|_| closed())?;
+                fed = true;
+            }
+            if fed {
+                sink.flush().await.map_err(|_| closed())?;
+            }
+            drop(sink);
+            fence(Ordering::SeqCst);
+            if self.queue_rx.lock().is_empty() {
+                return Ok(());
+            }
+        }
+    }
+}
+
 /// A pipelined connection to one node. Cheap to clone; clones share the socket.
 #[derive(Clone)]
 pub struct Client {
-    tx: mpsc::Sender<Message>,
+    out: Arc<Outgoing>,
     pending: Pending,
     next_id: Arc<AtomicU64>,
     addr: SocketAddr,
@@ -76,21 +133,9 @@ impl Client {
         )
         .await
         .map_err(|e| ClientError::Connection(format!("handshake with {addr}: {e}")))?;
-        let (mut sink, mut stream) = framed.split();
-        let (tx, mut rx) = mpsc::channel::<Message>(4096);
+        let (sink, mut stream) = framed.split();
+        let (queue_tx, queue_rx) = mpsc::channel::<Message>(4096);
         let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
-        tokio::spawn(async move {
-            while let Some(m) = rx.recv().await {
-                let r = if rx.is_empty() {
-                    sink.send(m).await
-                } else {
-                    sink.feed(m).await
-                };
-                if r.is_err() {
-                    return;
-                }
-            }
-        });
         let p2 = pending.clone();
         tokio::spawn(async move {
             while let Some(Ok(msg)) = stream.next().await {
@@ -103,7 +148,11 @@ impl Client {
             p2.lock().clear();
         });
         Ok(Client {
-            tx,
+            out: Arc::new(Outgoing {
+                sink: tokio::sync::Mutex::new(sink),
+                queue_tx,
+                queue_rx: Mutex::new(queue_rx),
+            }),
             pending,
             next_id: Arc::new(AtomicU64::new(1)),
             addr,
@@ -149,14 +198,9 @@ impl Client {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending.lock().insert(id, tx);
-        if self
-            .tx
-            .send(Message::ClientRequest { id, op })
-            .await
-            .is_err()
-        {
+        if let Err(e) = self.out.send(Message::ClientRequest { id, op }).await {
             self.pending.lock().remove(&id);
-            return Err(ClientError::Connection("connection closed".into()));
+            return Err(e);
         }
         let r = rx
             .await
