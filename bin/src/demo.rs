@@ -163,12 +163,45 @@ pub struct LocalCluster {
     http: reqwest::Client,
 }
 
+/// Bind a loopback port for a node to listen on, chosen OUTSIDE the kernel's
+/// ephemeral range (`net.ipv4.ip_local_port_range`): a port picked with
+/// `bind(0)` comes from that range and, once released, can be taken as the
+/// local port of any outgoing connection (e.g. another node's replication
+/// link) before the node binds it. Falls back to `bind(0)` if no port below
+/// the range is free.
+pub fn bind_listen_port() -> std::io::Result<TcpListener> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|t| {
+            t.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u32>().ok())
+        })
+        .unwrap_or(32768);
+    let (start, end) = (10_000u32, low.max(10_001));
+    let span = end - start;
+    let seed = std::process::id().wrapping_mul(2_654_435_761)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+    for _ in 0..256 {
+        let k = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = start + (seed.wrapping_add(k.wrapping_mul(7919)) % span);
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port as u16)) {
+            return Ok(l);
+        }
+    }
+    TcpListener::bind("127.0.0.1:0")
+}
+
 fn free_ports(n: usize) -> Result<Vec<u16>, DemoError> {
     // Hold every listener until all ports are picked, so that they differ.
     let mut held = Vec::with_capacity(n);
     for _ in 0..n {
-        let l = TcpListener::bind("127.0.0.1:0").map_err(io_err("pick a free loopback port"))?;
-        held.push(l);
+        held.push(bind_listen_port().map_err(io_err("pick a free loopback port"))?);
     }
     held.iter()
         .map(|l| {

@@ -2,8 +2,9 @@
 //!
 //! Starts REAL nodes in-process (`walship::node::start::start`) on loopback,
 //! each in its own temporary data directory, with real sockets and files.
-//! Ports are chosen by binding `127.0.0.1:0` first (tokio sets SO_REUSEADDR, so
-//! a restarted node gets the same ports back).
+//! Ports are chosen below the kernel's ephemeral range (so an outgoing
+//! connection can never take one before its node binds it) by binding them
+//! first (tokio sets SO_REUSEADDR, so a restarted node gets the same ports back).
 //!
 //! Every wait is a condition polled against a generous upper bound (never a
 //! guessed sleep). Clusters of one test binary run one at a time (a global
@@ -13,7 +14,7 @@
 #![allow(dead_code)]
 
 use std::future::Future;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -97,7 +98,9 @@ fn serial() -> MutexGuard<'static, ()> {
 
 /// A free port on 127.0.0.1 (bound then released).
 pub fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    // Outside the ephemeral range, so no outgoing connection can take it
+    // between this pick and the node's bind.
+    let l = walship::demo::bind_listen_port().expect("bind a loopback port");
     l.local_addr().expect("local addr")
 }
 
