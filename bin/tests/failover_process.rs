@@ -408,8 +408,18 @@ fn pause_prevents_failover() {
             quiet.as_millis(),
             acks_before
         );
-        // Manual failover (allowed while paused, as Patroni's in maintenance mode).
-        let s = survivors[0];
+        // Manual failover (allowed while paused, as Patroni's in maintenance mode)
+        // to the most up-to-date survivor: the other may lack writes the dead
+        // leader acknowledged, and then the voters rightly refuse it without
+        // --force (CI flake: survivors[0] was behind and was refused).
+        let mut best = (survivors[0], 0u64);
+        for &i in &survivors {
+            let flush = c.status(i).await.map_or(0, |st| st.flush_lsn);
+            if flush > best.1 {
+                best = (i, flush);
+            }
+        }
+        let s = best.0;
         let sid = c.node(s).id.clone();
         let (code, body) = c
             .admin(s, "/v1/admin/failover", json!({"to": sid}))
