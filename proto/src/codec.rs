@@ -94,6 +94,8 @@ fn fixed_body_len(type_byte: u8) -> Option<usize> {
     match type_byte {
         types::TRUNCATE => Some(8),
         types::FOLLOWER_STATUS => Some(40),
+        types::BASE_BACKUP_REQUEST => Some(16),
+        types::BASE_BACKUP_END => Some(12),
         _ => None,
     }
 }

@@ -18,7 +18,7 @@
 //! header alone, before any buffer is grown for the frame: a peer can make a
 //! node buffer at most `4 + limit` bytes. The encoder refuses to produce a frame
 //! the same limit would reject. Fixed-size messages (`Truncate`,
-//! `FollowerStatus`) with any other N are rejected as soon as the type byte arrives,
+//! `FollowerStatus`, `BaseBackupRequest`, `BaseBackupEnd`) with any other N are rejected as soon as the type byte arrives,
 //! as are unknown type bytes.
 //!
 //! # Frame
@@ -56,6 +56,10 @@
 //! | `0x12` | [`WalData`](#0x12-waldata) | leader → follower |
 //! | `0x13` | [`Keepalive`](#0x13-keepalive) | leader → follower |
 //! | `0x14` | [`FollowerStatus`](#0x14-followerstatus) | follower → leader |
+//! | `0x15` | [`BaseBackupRequest`](#0x15-basebackuprequest) | rebuilding node → leader |
+//! | `0x16` | [`BaseBackupStart`](#0x16-basebackupstart) | leader → rebuilding node |
+//! | `0x17` | [`BaseBackupData`](#0x17-basebackupdata) | leader → rebuilding node |
+//! | `0x18` | [`BaseBackupEnd`](#0x18-basebackupend) | leader → rebuilding node |
 //! | `0x20` | [`Failover`](#0x20-failover) | any → any |
 //! | `0x30` | [`ClientRequest`](#0x30-clientrequest) | client → node |
 //! | `0x31` | [`ClientResponse`](#0x31-clientresponse) | node → client |
@@ -142,6 +146,54 @@
 //! | reply_to_time_us | `u64` | `send_time_us` of the keepalive answered, 0 if none |
 //!
 //! N is always 41.
+//!
+//! ## Rebuild (base backup) session
+//!
+//! A node that must be rebuilt (its leader no longer holds the WAL it needs,
+//! or it is new and empty) opens a connection as a node, sends
+//! `BaseBackupRequest`, and the leader answers `BaseBackupStart`, then the
+//! checkpoint file in `BaseBackupData` frames (in order, each at most 4 MiB,
+//! contiguous from `offset`), then `BaseBackupEnd`. The leader keeps WAL from
+//! the checkpoint's LSN while the connection stays open; the node keeps it
+//! open until its ordinary `StartReplication` stream (from the checkpoint LSN)
+//! is up, then closes it. Any `Error` (e.g. `not_leader`) ends the session.
+//!
+//! ## 0x15 BaseBackupRequest
+//!
+//! | field | type | notes |
+//! |---|---|---|
+//! | checkpoint_lsn | `u64` | LSN of a checkpoint this node partly received before (0: none) |
+//! | offset | `u64` | bytes of it held; the leader resumes there if it serves the same checkpoint |
+//!
+//! N is always 17.
+//!
+//! ## 0x16 BaseBackupStart
+//!
+//! | field | type | notes |
+//! |---|---|---|
+//! | checkpoint_lsn | `u64` | the checkpoint covers every record below this LSN |
+//! | term | `u64` | term of the last record below it |
+//! | entries | `u64` | keys in the checkpoint |
+//! | total_len | `u64` | file length in bytes |
+//! | offset | `u64` | first byte the data frames carry (resume point, or 0) |
+//! | count | `u32` | term history entries; exactly `16 * count` bytes must follow |
+//! | entries | count × (`u64` term, `u64` start_lsn) | the leader's term history, ascending |
+//!
+//! ## 0x17 BaseBackupData
+//!
+//! | field | type | notes |
+//! |---|---|---|
+//! | offset | `u64` | position in the file of the first byte |
+//! | bytes | `rest` | file bytes (decoded without copying) |
+//!
+//! ## 0x18 BaseBackupEnd
+//!
+//! | field | type | notes |
+//! |---|---|---|
+//! | total_len | `u64` | file length |
+//! | crc32 | `u32` | CRC-32 (IEEE) of the whole file, from byte 0 |
+//!
+//! N is always 13.
 //!
 //! ## 0x20 Failover
 //!

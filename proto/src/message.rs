@@ -33,6 +33,14 @@ pub mod types {
     pub const KEEPALIVE: u8 = 0x13;
     /// [`crate::Message::FollowerStatus`]
     pub const FOLLOWER_STATUS: u8 = 0x14;
+    /// [`crate::Message::BaseBackupRequest`]
+    pub const BASE_BACKUP_REQUEST: u8 = 0x15;
+    /// [`crate::Message::BaseBackupStart`]
+    pub const BASE_BACKUP_START: u8 = 0x16;
+    /// [`crate::Message::BaseBackupData`]
+    pub const BASE_BACKUP_DATA: u8 = 0x17;
+    /// [`crate::Message::BaseBackupEnd`]
+    pub const BASE_BACKUP_END: u8 = 0x18;
     /// [`crate::Message::Failover`]
     pub const FAILOVER: u8 = 0x20;
     /// [`crate::Message::ClientRequest`]
@@ -225,6 +233,47 @@ pub enum Message {
         /// `send_time_us` of the keepalive this answers (0 if none).
         reply_to_time_us: u64,
     },
+    /// Follower → leader: send me your newest checkpoint (a base backup, as
+    /// `pg_basebackup`). `checkpoint_lsn`/`offset` name a partial copy this
+    /// node already holds (0/0: none); the leader resumes at `offset` if it
+    /// serves that same checkpoint, else it sends its checkpoint from 0.
+    BaseBackupRequest {
+        /// LSN of the checkpoint partly received before (0: none).
+        checkpoint_lsn: u64,
+        /// Bytes of it already held.
+        offset: u64,
+    },
+    /// Leader → follower: the checkpoint about to be sent and the leader's
+    /// term history; `BaseBackupData` frames follow from `offset`.
+    BaseBackupStart {
+        /// The checkpoint's LSN: the state covers every record below it.
+        checkpoint_lsn: u64,
+        /// Term of the last record below `checkpoint_lsn`.
+        term: u64,
+        /// Keys in the checkpoint.
+        entries: u64,
+        /// Length of the checkpoint file in bytes.
+        total_len: u64,
+        /// Where the data frames start (the resumed offset, or 0).
+        offset: u64,
+        /// The leader's `(term, start_lsn)` history, ascending.
+        term_history: Vec<(u64, u64)>,
+    },
+    /// Leader → follower: the checkpoint file's bytes at `offset`.
+    BaseBackupData {
+        /// Byte offset in the checkpoint file.
+        offset: u64,
+        /// The bytes (decoded zero-copy from the frame buffer).
+        bytes: Bytes,
+    },
+    /// Leader → follower: the whole file was sent; `crc32` covers all of it
+    /// (from byte 0, also when resumed).
+    BaseBackupEnd {
+        /// Length of the file.
+        total_len: u64,
+        /// CRC-32 (IEEE) of the whole file.
+        crc32: u32,
+    },
     /// Any → any: opaque payload of the failover crate (the whole body).
     Failover(Bytes),
     /// Client → node.
@@ -274,6 +323,10 @@ impl Message {
             Message::WalData { .. } => types::WAL_DATA,
             Message::Keepalive { .. } => types::KEEPALIVE,
             Message::FollowerStatus { .. } => types::FOLLOWER_STATUS,
+            Message::BaseBackupRequest { .. } => types::BASE_BACKUP_REQUEST,
+            Message::BaseBackupStart { .. } => types::BASE_BACKUP_START,
+            Message::BaseBackupData { .. } => types::BASE_BACKUP_DATA,
+            Message::BaseBackupEnd { .. } => types::BASE_BACKUP_END,
             Message::Failover(_) => types::FAILOVER,
             Message::ClientRequest { .. } => types::CLIENT_REQUEST,
             Message::ClientResponse { .. } => types::CLIENT_RESPONSE,
@@ -312,6 +365,14 @@ impl Message {
             Message::WalData { bytes, .. } => 8 + bytes.len(),
             Message::Keepalive { leader_id, .. } => 8 + bytes_len(leader_id.as_bytes()) + 8 * 3 + 1,
             Message::FollowerStatus { .. } => 8 * 5,
+            Message::BaseBackupRequest { .. } => 16,
+            Message::BaseBackupStart { term_history, .. } => {
+                return 40u64
+                    .saturating_add(4)
+                    .saturating_add((term_history.len() as u64).saturating_mul(16));
+            }
+            Message::BaseBackupData { bytes, .. } => 8 + bytes.len(),
+            Message::BaseBackupEnd { .. } => 12,
             Message::Failover(b) => b.len(),
             Message::ClientRequest { op, .. } => {
                 8 + 1
@@ -410,6 +471,40 @@ impl Message {
                 dst.put_u64(*send_time_us);
                 dst.put_u64(*reply_to_time_us);
             }
+            Message::BaseBackupRequest {
+                checkpoint_lsn,
+                offset,
+            } => {
+                dst.put_u64(*checkpoint_lsn);
+                dst.put_u64(*offset);
+            }
+            Message::BaseBackupStart {
+                checkpoint_lsn,
+                term,
+                entries,
+                total_len,
+                offset,
+                term_history,
+            } => {
+                dst.put_u64(*checkpoint_lsn);
+                dst.put_u64(*term);
+                dst.put_u64(*entries);
+                dst.put_u64(*total_len);
+                dst.put_u64(*offset);
+                dst.put_u32(term_history.len() as u32);
+                for &(term, lsn) in term_history {
+                    dst.put_u64(term);
+                    dst.put_u64(lsn);
+                }
+            }
+            Message::BaseBackupData { offset, bytes } => {
+                dst.put_u64(*offset);
+                dst.put_slice(bytes);
+            }
+            Message::BaseBackupEnd { total_len, crc32 } => {
+                dst.put_u64(*total_len);
+                dst.put_u32(*crc32);
+            }
             Message::Failover(b) => dst.put_slice(b),
             Message::ClientRequest { id, op } => {
                 dst.put_u64(*id);
@@ -491,6 +586,10 @@ pub fn type_name(type_byte: u8) -> Option<&'static str> {
         types::WAL_DATA => "WalData",
         types::KEEPALIVE => "Keepalive",
         types::FOLLOWER_STATUS => "FollowerStatus",
+        types::BASE_BACKUP_REQUEST => "BaseBackupRequest",
+        types::BASE_BACKUP_START => "BaseBackupStart",
+        types::BASE_BACKUP_DATA => "BaseBackupData",
+        types::BASE_BACKUP_END => "BaseBackupEnd",
         types::FAILOVER => "Failover",
         types::CLIENT_REQUEST => "ClientRequest",
         types::CLIENT_RESPONSE => "ClientResponse",
@@ -605,6 +704,48 @@ pub(crate) fn decode_body(type_byte: u8, body: Bytes) -> Result<Message> {
             apply_lsn: r.u64("apply_lsn")?,
             send_time_us: r.u64("send_time_us")?,
             reply_to_time_us: r.u64("reply_to_time_us")?,
+        },
+        types::BASE_BACKUP_REQUEST => Message::BaseBackupRequest {
+            checkpoint_lsn: r.u64("checkpoint_lsn")?,
+            offset: r.u64("offset")?,
+        },
+        types::BASE_BACKUP_START => {
+            let checkpoint_lsn = r.u64("checkpoint_lsn")?;
+            let term = r.u64("term")?;
+            let entries = r.u64("entries")?;
+            let total_len = r.u64("total_len")?;
+            let offset = r.u64("offset")?;
+            let n = r.u32("term_history count")? as usize;
+            // Exactly 16 bytes per entry follow: check before allocating.
+            if n.saturating_mul(16) != r.remaining() {
+                return Err(ProtoError::malformed(
+                    name,
+                    "term_history count",
+                    "count does not match the frame",
+                ));
+            }
+            let mut term_history = Vec::with_capacity(n);
+            for _ in 0..n {
+                let term = r.u64("term_history term")?;
+                let lsn = r.u64("term_history lsn")?;
+                term_history.push((term, lsn));
+            }
+            Message::BaseBackupStart {
+                checkpoint_lsn,
+                term,
+                entries,
+                total_len,
+                offset,
+                term_history,
+            }
+        }
+        types::BASE_BACKUP_DATA => Message::BaseBackupData {
+            offset: r.u64("offset")?,
+            bytes: r.rest(),
+        },
+        types::BASE_BACKUP_END => Message::BaseBackupEnd {
+            total_len: r.u64("total_len")?,
+            crc32: r.u32("crc32")?,
         },
         types::FAILOVER => Message::Failover(r.rest()),
         types::CLIENT_REQUEST => {

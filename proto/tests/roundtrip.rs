@@ -50,6 +50,10 @@ fn type_bytes_are_stable() {
         (types::WAL_DATA, 0x12, "WalData"),
         (types::KEEPALIVE, 0x13, "Keepalive"),
         (types::FOLLOWER_STATUS, 0x14, "FollowerStatus"),
+        (types::BASE_BACKUP_REQUEST, 0x15, "BaseBackupRequest"),
+        (types::BASE_BACKUP_START, 0x16, "BaseBackupStart"),
+        (types::BASE_BACKUP_DATA, 0x17, "BaseBackupData"),
+        (types::BASE_BACKUP_END, 0x18, "BaseBackupEnd"),
         (types::FAILOVER, 0x20, "Failover"),
         (types::CLIENT_REQUEST, 0x30, "ClientRequest"),
         (types::CLIENT_RESPONSE, 0x31, "ClientResponse"),
@@ -84,6 +88,92 @@ fn exact_bytes_of_a_keepalive() {
     want.put_u64(5);
     want.put_u8(1);
     assert_eq!(encode(&m, LIMIT), want);
+}
+
+#[test]
+fn exact_bytes_of_a_base_backup_session() {
+    let start = Message::BaseBackupStart {
+        checkpoint_lsn: 0x100,
+        term: 2,
+        entries: 7,
+        total_len: 4096,
+        offset: 512,
+        term_history: vec![(1, 0), (2, 0x80)],
+    };
+    let mut want = BytesMut::new();
+    want.put_u32(1 + 8 * 5 + 4 + 16 * 2);
+    want.put_u8(0x16);
+    for v in [0x100u64, 2, 7, 4096, 512] {
+        want.put_u64(v);
+    }
+    want.put_u32(2);
+    for v in [1u64, 0, 2, 0x80] {
+        want.put_u64(v);
+    }
+    assert_eq!(encode(&start, LIMIT), want);
+
+    let req = Message::BaseBackupRequest {
+        checkpoint_lsn: 0x100,
+        offset: 512,
+    };
+    let mut want = BytesMut::new();
+    want.put_u32(17);
+    want.put_u8(0x15);
+    want.put_u64(0x100);
+    want.put_u64(512);
+    assert_eq!(encode(&req, LIMIT), want);
+
+    let end = Message::BaseBackupEnd {
+        total_len: 4096,
+        crc32: 0xAABB_CCDD,
+    };
+    let mut want = BytesMut::new();
+    want.put_u32(13);
+    want.put_u8(0x18);
+    want.put_u64(4096);
+    want.put_u32(0xAABB_CCDD);
+    assert_eq!(encode(&end, LIMIT), want);
+
+    let data = Message::BaseBackupData {
+        offset: 9,
+        bytes: Bytes::from_static(b"abc"),
+    };
+    let mut want = BytesMut::new();
+    want.put_u32(1 + 8 + 3);
+    want.put_u8(0x17);
+    want.put_u64(9);
+    want.put_slice(b"abc");
+    assert_eq!(encode(&data, LIMIT), want);
+}
+
+#[test]
+fn base_backup_start_history_count_is_checked_before_allocation() {
+    // A count that claims 2^32-1 entries in a frame holding one: refused, no allocation.
+    for (count, entries) in [(u32::MAX, 1usize), (2, 1), (0, 1), (1, 2)] {
+        let mut frame = BytesMut::new();
+        frame.put_u32((1 + 8 * 5 + 4 + 16 * entries) as u32);
+        frame.put_u8(0x16);
+        for _ in 0..5 {
+            frame.put_u64(1);
+        }
+        frame.put_u32(count);
+        for _ in 0..entries {
+            frame.put_u64(1);
+            frame.put_u64(2);
+        }
+        let r = FrameCodec::established(LIMIT).decode(&mut frame);
+        assert!(
+            matches!(r, Err(ProtoError::Malformed { .. })),
+            "count {count} with {entries} entries: {r:?}"
+        );
+    }
+    // Fixed-size messages with a wrong N are refused from the header alone.
+    for t in [0x15u8, 0x18] {
+        let mut frame = BytesMut::new();
+        frame.put_u32(1 << 20);
+        frame.put_u8(t);
+        assert!(FrameCodec::established(LIMIT).decode(&mut frame).is_err());
+    }
 }
 
 fn all_frames() -> (BytesMut, Vec<Message>) {
@@ -220,8 +310,10 @@ fn decode_one(mut buf: BytesMut) -> Result<Option<Message>, ProtoError> {
 /// Types whose last field runs to the end of the frame, so a shorter or longer
 /// body can still be valid.
 fn open_ended(m: &Message) -> bool {
-    matches!(m, Message::WalData { .. } | Message::Failover(_))
-        || matches!(m, Message::Hello(h) if h.version != proto::PROTOCOL_VERSION)
+    matches!(
+        m,
+        Message::WalData { .. } | Message::Failover(_) | Message::BaseBackupData { .. }
+    ) || matches!(m, Message::Hello(h) if h.version != proto::PROTOCOL_VERSION)
 }
 
 #[test]
@@ -236,6 +328,7 @@ fn truncated_bodies_are_malformed_never_panic() {
                 (Message::Hello(h), Err(ProtoError::VersionMismatch { got, .. }))
                     if h.version == got => {}
                 (Message::WalData { .. }, Ok(Some(_))) if cut >= 8 => {}
+                (Message::BaseBackupData { .. }, Ok(Some(_))) if cut >= 8 => {}
                 (Message::Failover(_), Ok(Some(_))) => {}
                 (_, r) => panic!("{} cut at {cut}: {r:?}", m.name()),
             }

@@ -25,9 +25,13 @@ pub fn variant_index(m: &Message) -> usize {
         Message::ClientRequest { .. } => 8,
         Message::ClientResponse { .. } => 9,
         Message::Error { .. } => 10,
+        Message::BaseBackupRequest { .. } => 11,
+        Message::BaseBackupStart { .. } => 12,
+        Message::BaseBackupData { .. } => 13,
+        Message::BaseBackupEnd { .. } => 14,
     }
 }
-pub const VARIANTS: usize = 11;
+pub const VARIANTS: usize = 15;
 
 /// At least one sample of every variant and sub-variant, with edge values.
 pub fn samples() -> Vec<Message> {
@@ -103,6 +107,42 @@ pub fn samples() -> Vec<Message> {
         },
         Message::Failover(b("vote-request")),
         Message::Failover(Bytes::new()),
+        Message::BaseBackupRequest {
+            checkpoint_lsn: 0,
+            offset: 0,
+        },
+        Message::BaseBackupRequest {
+            checkpoint_lsn: u64::MAX,
+            offset: 0x1234_5678_9ABC,
+        },
+        Message::BaseBackupStart {
+            checkpoint_lsn: 0x16B3748,
+            term: 3,
+            entries: 1_000_000,
+            total_len: 1 << 30,
+            offset: 0,
+            term_history: vec![(1, 0), (3, 0x100)],
+        },
+        Message::BaseBackupStart {
+            checkpoint_lsn: 0,
+            term: 0,
+            entries: 0,
+            total_len: 0,
+            offset: u64::MAX,
+            term_history: vec![],
+        },
+        Message::BaseBackupData {
+            offset: 4 << 20,
+            bytes: Bytes::from(vec![0xCD; 5000]),
+        },
+        Message::BaseBackupData {
+            offset: 0,
+            bytes: Bytes::new(),
+        },
+        Message::BaseBackupEnd {
+            total_len: 1 << 30,
+            crc32: 0xDEAD_BEEF,
+        },
         Message::Error {
             code: ErrorCode::WrongCluster,
             message: "cluster id \"a\" does not match".into(),
@@ -335,6 +375,30 @@ pub fn arb_message() -> impl Strategy<Value = Message> {
             reply_to_time_us: e,
         }),
         arb_bytes(128).prop_map(Message::Failover),
+        any::<[u64; 2]>().prop_map(|[checkpoint_lsn, offset]| Message::BaseBackupRequest {
+            checkpoint_lsn,
+            offset
+        }),
+        (
+            any::<[u64; 5]>(),
+            proptest::collection::vec(any::<(u64, u64)>(), 0..8)
+        )
+            .prop_map(
+                |([checkpoint_lsn, term, entries, total_len, offset], term_history)| {
+                    Message::BaseBackupStart {
+                        checkpoint_lsn,
+                        term,
+                        entries,
+                        total_len,
+                        offset,
+                        term_history,
+                    }
+                }
+            ),
+        (any::<u64>(), arb_bytes(512))
+            .prop_map(|(offset, bytes)| Message::BaseBackupData { offset, bytes }),
+        (any::<u64>(), any::<u32>())
+            .prop_map(|(total_len, crc32)| Message::BaseBackupEnd { total_len, crc32 }),
         (any::<u64>(), arb_op()).prop_map(|(id, op)| Message::ClientRequest { id, op }),
         (any::<u64>(), arb_result())
             .prop_map(|(id, result)| Message::ClientResponse { id, result }),
