@@ -122,7 +122,19 @@ impl KvStore {
         self.map.is_empty()
     }
 
-    /// Records applied since this map was created.
+    /// A map restored from a checkpoint: `map` as of `applied_lsn`, built by
+    /// `records_applied` records (see [`crate::checkpoint`]).
+    pub fn restore(map: HashMap<Bytes, Bytes>, applied_lsn: u64, records_applied: u64) -> KvStore {
+        KvStore {
+            map,
+            applied_lsn,
+            records_applied,
+            malformed: 0,
+        }
+    }
+
+    /// Records applied to build this state (including those counted in the
+    /// checkpoint it was restored from, if any).
     pub fn records_applied(&self) -> u64 {
         self.records_applied
     }
