@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -145,6 +145,13 @@ pub(crate) struct Inner {
     pub last_term: AtomicU64,
     /// fdatasync calls made by `flush` (group commit shows as fewer than flushes).
     fsyncs: AtomicU64,
+    /// Callers parked in `flush` waiting for the current leader (group commit).
+    flush_parked: AtomicU32,
+    /// How many callers were parked when the last flush leader finished: the size
+    /// of the group that is about to come back with new appends.
+    last_group: AtomicU32,
+    /// Duration of the last fdatasync round, in nanoseconds (bounds the gather wait).
+    last_sync_ns: AtomicU64,
     poisoned: AtomicBool,
     poison_cause: Mutex<String>,
     /// Every retained segment by start LSN (readers, flush, retention).
@@ -165,6 +172,18 @@ pub(crate) struct Inner {
     /// Test hook: the next flush leader waits until this many followers wait.
     #[cfg(test)]
     pub test_hold_for: AtomicU64,
+}
+
+/// Records, when a flush leader finishes, how many callers it releases (see
+/// [`Wal::gather_group`]).
+struct ReleaseGroup<'a>(&'a Inner);
+
+impl Drop for ReleaseGroup<'_> {
+    fn drop(&mut self) {
+        // Parked callers plus this leader come back as the next group.
+        let parked = self.0.flush_parked.load(Ordering::Acquire);
+        self.0.last_group.store(parked + 1, Ordering::Release);
+    }
 }
 
 /// A segmented, memory-mapped write-ahead log. `Send + Sync`: share it as `Arc<Wal>`.
@@ -557,6 +576,9 @@ impl Wal {
             first_lsn: AtomicU64::new(first_lsn),
             last_term: AtomicU64::new(last_term),
             fsyncs: AtomicU64::new(0),
+            flush_parked: AtomicU32::new(0),
+            last_group: AtomicU32::new(0),
+            last_sync_ns: AtomicU64::new(0),
             poisoned: AtomicBool::new(false),
             poison_cause: Mutex::new(String::new()),
             segments: RwLock::new(segs),
@@ -846,10 +868,16 @@ impl Wal {
             }
             #[cfg(test)]
             inner.test_waiting.fetch_add(1, Ordering::SeqCst);
+            inner.flush_parked.fetch_add(1, Ordering::AcqRel);
             inner.flush_gate.wait(seen);
+            inner.flush_parked.fetch_sub(1, Ordering::AcqRel);
             #[cfg(test)]
             inner.test_waiting.fetch_sub(1, Ordering::SeqCst);
         };
+        // Whatever happens below, the next leader learns how many callers this
+        // round releases (set before `_leader` drops and wakes them).
+        let _group = ReleaseGroup(inner);
+        self.gather_group();
         #[cfg(test)]
         {
             let want = inner.test_hold_for.swap(0, Ordering::SeqCst);
@@ -882,6 +910,7 @@ impl Wal {
                 .map(|(_, s)| s.clone())
                 .collect()
         };
+        let sync_started = std::time::Instant::now();
         for s in &segs {
             #[cfg(test)]
             if inner.fail_next_fsync.swap(false, Ordering::SeqCst) {
@@ -895,8 +924,36 @@ impl Wal {
                 return Err(e);
             }
         }
+        inner.last_sync_ns.store(
+            u64::try_from(sync_started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         inner.flush_lsn.store(target, Ordering::Release);
         Ok(Lsn(target))
+    }
+
+    /// Group commit's gather step (PostgreSQL's `commit_delay`, made adaptive).
+    ///
+    /// When the previous fdatasync released a group of `g >= 2` parked callers, they
+    /// are about to append again; the new leader, woken first, would otherwise flush
+    /// only its own record and leave the rest of the group to a second fdatasync.
+    /// So it yields the CPU until `g - 1` callers are parked behind it again, for at
+    /// most the duration of the last fdatasync (capped at 500 µs). A lone flusher
+    /// (`g <= 1`, e.g. the node's flusher thread) never waits. Only latency moves:
+    /// what is flushed and when a caller returns stay as `flush` documents.
+    fn gather_group(&self) {
+        let inner = &*self.inner;
+        let group = inner.last_group.load(Ordering::Acquire);
+        if group < 2 {
+            return;
+        }
+        let budget_ns = inner.last_sync_ns.load(Ordering::Relaxed).min(500_000);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_nanos(budget_ns);
+        while inner.flush_parked.load(Ordering::Acquire) + 1 < group
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::yield_now();
+        }
     }
 
     /// End of the last appended record (= LSN of the next one).
