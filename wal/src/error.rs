@@ -28,9 +28,10 @@ pub enum WalError {
         /// What check failed.
         reason: String,
     },
-    /// The file system ran out of space while a segment was being allocated. Nothing
-    /// was written; the operation can be retried once space is freed.
-    #[error("no space left on device to allocate WAL segment {}", path.display())]
+    /// The file system ran out of space (or quota) while the WAL prepared a file: a
+    /// new segment (`fallocate`) or the term history. Nothing of the log was written
+    /// or changed; the operation can be retried and succeeds once space is freed.
+    #[error("no space left on device to prepare WAL file {}", path.display())]
     NoSpace {
         /// The segment that could not be allocated.
         path: PathBuf,

@@ -1,10 +1,9 @@
 //! Term history: which term wrote which part of the log, and `fork_point`.
 
-use std::fs::File;
-use std::io::Write;
 use std::path::Path;
 
-use crate::segment::sync_dir;
+use crate::failpoints as fp;
+use crate::segment::{replace_file, ReplaceError};
 use crate::{Lsn, Term, WalError};
 
 /// Name of the term history file inside the WAL directory.
@@ -111,20 +110,20 @@ pub(crate) fn load(dir: &Path) -> Result<Vec<TermSpan>, WalError> {
 }
 
 /// Writes the history atomically: tmp file, fsync, rename, fsync the directory.
-pub(crate) fn store(dir: &Path, hist: &[TermSpan]) -> Result<(), WalError> {
-    let path = dir.join(TERM_HISTORY_FILE);
-    let tmp = dir.join(format!("{TERM_HISTORY_FILE}.tmp"));
+/// On failure, `renamed` tells whether the new file was already in place (then its
+/// durability is unknown: callers poison the WAL); before the rename the old
+/// history is untouched.
+pub(crate) fn store(dir: &Path, hist: &[TermSpan]) -> Result<(), ReplaceError> {
     let mut s = String::from("# walship term history: <term> <first LSN of that term>\n");
     for e in hist {
         s.push_str(&format!("{} {}\n", e.term, e.start));
     }
-    let mut f = File::create(&tmp).map_err(|e| WalError::io(&tmp, e))?;
-    f.write_all(s.as_bytes())
-        .map_err(|e| WalError::io(&tmp, e))?;
-    f.sync_all().map_err(|e| WalError::io(&tmp, e))?;
-    drop(f);
-    std::fs::rename(&tmp, &path).map_err(|e| WalError::io(&path, e))?;
-    sync_dir(dir)
+    replace_file(
+        dir,
+        TERM_HISTORY_FILE,
+        s.as_bytes(),
+        [fp::HISTORY_WRITE, fp::HISTORY_FSYNC, fp::HISTORY_RENAME],
+    )
 }
 
 #[cfg(test)]

@@ -125,6 +125,7 @@
 #![deny(missing_docs)]
 
 mod error;
+pub mod failpoints;
 mod flushgate;
 mod history;
 pub mod inspect;

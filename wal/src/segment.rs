@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use memmap2::{MmapOptions, MmapRaw};
 
+use crate::failpoints as fp;
 use crate::WalError;
 
 /// File name of the segment starting at `start`: 16 uppercase hex digits + `.wal`.
@@ -58,6 +59,7 @@ impl std::fmt::Debug for Segment {
 }
 
 fn map(file: &File, path: &Path, size: u64, populate: bool) -> Result<MmapRaw, WalError> {
+    fp::io(fp::SEGMENT_MMAP, path).map_err(|e| WalError::io(path, e))?;
     let mut o = MmapOptions::new();
     o.len(size as usize);
     if populate {
@@ -69,17 +71,75 @@ fn map(file: &File, path: &Path, size: u64, populate: bool) -> Result<MmapRaw, W
 /// fsyncs a directory so that creations/removals/renames in it are durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), WalError> {
     let d = File::open(dir).map_err(|e| WalError::io(dir, e))?;
+    fp::io(fp::DIR_FSYNC, dir).map_err(|e| WalError::io(dir, e))?;
     d.sync_all().map_err(|e| WalError::io(dir, e))
+}
+
+/// How [`replace_file`] failed.
+#[derive(Debug)]
+pub(crate) struct ReplaceError {
+    /// The error.
+    pub error: WalError,
+    /// The rename was done: the new content is in place but may not be durable
+    /// (the directory fsync failed). Before the rename nothing changed.
+    pub renamed: bool,
+}
+
+/// Replaces `dir/name` with `content` atomically and durably: write a tmp file,
+/// fsync it, rename it into place, fsync the directory. Failpoints: `fps` names the
+/// write, fsync and rename steps (the directory fsync is [`fp::DIR_FSYNC`]). A full
+/// disk while writing is `NoSpace`; a failure before the rename removes the tmp file
+/// and leaves the old content in place.
+pub(crate) fn replace_file(
+    dir: &Path,
+    name: &str,
+    content: &[u8],
+    fps: [&str; 3],
+) -> Result<(), ReplaceError> {
+    use std::io::Write;
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let before = |error: WalError| ReplaceError {
+        error,
+        renamed: false,
+    };
+    let nospace_or_io = |e: std::io::Error| match e.raw_os_error() {
+        Some(libc::ENOSPC) | Some(libc::EDQUOT) => WalError::NoSpace { path: path.clone() },
+        _ => WalError::io(&tmp, e),
+    };
+    let written = (|| -> Result<(), WalError> {
+        fp::io(fps[0], &tmp).map_err(nospace_or_io)?;
+        let mut f = File::create(&tmp).map_err(nospace_or_io)?;
+        f.write_all(content).map_err(nospace_or_io)?;
+        fp::io(fps[1], &tmp).map_err(|e| WalError::io(&tmp, e))?;
+        f.sync_all().map_err(|e| WalError::io(&tmp, e))?;
+        drop(f);
+        fp::io(fps[2], &path).map_err(|e| WalError::io(&path, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| WalError::io(&path, e))
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(before(e));
+    }
+    sync_dir(dir).map_err(|error| ReplaceError {
+        error,
+        renamed: true,
+    })
 }
 
 fn fallocate(file: &File, path: &Path, len: u64) -> Result<(), WalError> {
     let fd = file.as_raw_fd();
-    // SAFETY: plain syscall on an fd we own.
-    let r = unsafe { libc::fallocate(fd, 0, 0, len as libc::off_t) };
-    if r == 0 {
-        return Ok(());
-    }
-    let err = std::io::Error::last_os_error();
+    let err = match fp::io(fp::SEGMENT_FALLOCATE, path) {
+        Err(e) => e,
+        Ok(()) => {
+            // SAFETY: plain syscall on an fd we own.
+            let r = unsafe { libc::fallocate(fd, 0, 0, len as libc::off_t) };
+            if r == 0 {
+                return Ok(());
+            }
+            std::io::Error::last_os_error()
+        }
+    };
     match err.raw_os_error() {
         Some(libc::ENOSPC) | Some(libc::EDQUOT) => Err(WalError::NoSpace { path: path.into() }),
         Some(libc::EOPNOTSUPP) => {
@@ -97,9 +157,11 @@ fn fallocate(file: &File, path: &Path, len: u64) -> Result<(), WalError> {
 
 impl Segment {
     /// Creates a new segment durably: tmp file, fallocate the full size, fsync,
-    /// map (prefaulted), rename into place, fsync the directory. On a full disk the
-    /// tmp file is removed and `NoSpace` returned; nothing is mapped before the
-    /// allocation succeeded.
+    /// map (prefaulted), rename into place, fsync the directory. On a full disk
+    /// `NoSpace` is returned; nothing is mapped before the allocation succeeded. On
+    /// any failure the files it made are removed again (best effort: a leftover
+    /// `.tmp` is removed by the next open, an empty trailing segment by recovery),
+    /// so a failed creation changes nothing of the log and can simply be retried.
     ///
     /// With `zero_fill`, zeros are also written over the whole file and fdatasynced
     /// before mapping, so the extents are "written" (see `WalOptions::zero_fill`).
@@ -117,33 +179,46 @@ impl Segment {
         let path = dir.join(file_name(start));
         let tmp = dir.join(format!("{}.tmp", file_name(start)));
         let _ = std::fs::remove_file(&tmp);
+        fp::io(fp::SEGMENT_CREATE, &tmp).map_err(|e| WalError::io(&tmp, e))?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
             .open(&tmp)
-            .map_err(|e| WalError::io(&tmp, e))?;
-        if let Err(e) = fallocate(&file, &path, size) {
-            drop(file);
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-        if zero_fill {
-            use std::os::unix::fs::FileExt;
-            let zeros = vec![0u8; 1 << 20];
-            let mut off = 0u64;
-            while off < size {
-                let n = (size - off).min(zeros.len() as u64) as usize;
-                if let Err(e) = file.write_all_at(&zeros[..n], off) {
-                    drop(file);
-                    let _ = std::fs::remove_file(&tmp);
-                    return Err(WalError::io(&tmp, e));
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ENOSPC) | Some(libc::EDQUOT) => WalError::NoSpace { path: path.clone() },
+                _ => WalError::io(&tmp, e),
+            })?;
+        // Until the rename, a failure removes the tmp file (it may hold a whole
+        // segment's worth of allocated blocks) and leaves nothing else behind.
+        let prepared = (|file: File| -> Result<(File, MmapRaw), WalError> {
+            fallocate(&file, &path, size)?;
+            if zero_fill {
+                use std::os::unix::fs::FileExt;
+                fp::io(fp::SEGMENT_ZERO_FILL, &tmp).map_err(|e| WalError::io(&tmp, e))?;
+                let zeros = vec![0u8; 1 << 20];
+                let mut off = 0u64;
+                while off < size {
+                    let n = (size - off).min(zeros.len() as u64) as usize;
+                    file.write_all_at(&zeros[..n], off)
+                        .map_err(|e| WalError::io(&tmp, e))?;
+                    off += n as u64;
                 }
-                off += n as u64;
             }
-        }
-        file.sync_all().map_err(|e| WalError::io(&tmp, e))?;
-        let map = map(&file, &tmp, size, populate)?;
+            fp::io(fp::SEGMENT_FSYNC, &tmp).map_err(|e| WalError::io(&tmp, e))?;
+            file.sync_all().map_err(|e| WalError::io(&tmp, e))?;
+            let map = map(&file, &tmp, size, populate)?;
+            fp::io(fp::SEGMENT_RENAME, &path).map_err(|e| WalError::io(&path, e))?;
+            std::fs::rename(&tmp, &path).map_err(|e| WalError::io(&path, e))?;
+            Ok((file, map))
+        })(file);
+        let (file, map) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
         let seg = Segment {
             start,
             size,
@@ -151,8 +226,14 @@ impl Segment {
             file,
             map,
         };
-        std::fs::rename(&tmp, &path).map_err(|e| WalError::io(&path, e))?;
-        sync_dir(dir)?;
+        // The segment is in place but holds nothing yet: if its directory entry
+        // cannot be made durable, it is not used (removed again) and nothing of the
+        // log is affected; the next append that needs it tries again.
+        if let Err(e) = sync_dir(dir) {
+            drop(seg);
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
         Ok(seg)
     }
 
@@ -251,6 +332,7 @@ impl Segment {
 
     /// fdatasync of the segment file.
     pub fn sync_data(&self) -> Result<(), WalError> {
+        fp::io(fp::SEGMENT_FDATASYNC, &self.path).map_err(|e| WalError::io(&self.path, e))?;
         self.file
             .sync_data()
             .map_err(|e| WalError::io(&self.path, e))
@@ -263,6 +345,7 @@ impl Segment {
     /// truncation). `EINVAL` means the kernel lacks it (< 5.14).
     pub fn populate_write(&self, off: u64, len: u64) -> std::io::Result<()> {
         debug_assert!(off + len <= self.size);
+        fp::io(fp::TOUCH_MADVISE, &self.path)?;
         // SAFETY: the range lies inside our mapping (kept alive by &self); this
         // advice performs no memory access and changes no content.
         let r = unsafe {

@@ -2,7 +2,6 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
-use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -12,6 +11,7 @@ use std::thread::JoinHandle;
 use parking_lot::{Mutex, RwLock};
 use tracing::{error, info, warn};
 
+use crate::failpoints as fp;
 use crate::flushgate::FlushGate;
 use crate::history::{self, TermSpan};
 use crate::reader::WalReader;
@@ -126,7 +126,14 @@ pub(crate) struct Writer {
     ready: VecDeque<Arc<Segment>>,
     /// Background allocation of the segment starting at .0.
     pending: Option<(u64, Preparing)>,
+    /// Segment preparations failed in a row (logged; reset by a success).
+    alloc_failures: u64,
+    /// When such a failure was last logged.
+    alloc_warned: Option<std::time::Instant>,
 }
+
+/// At most one ERROR line per this interval while segment preparation keeps failing.
+const ALLOC_WARN_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub(crate) struct Inner {
     pub dir: PathBuf,
@@ -206,14 +213,38 @@ fn fits(total: u64, rem: u64) -> bool {
 }
 
 fn write_atomically(dir: &Path, name: &str, content: &[u8]) -> Result<(), WalError> {
-    let path = dir.join(name);
-    let tmp = dir.join(format!("{name}.tmp"));
-    let mut f = File::create(&tmp).map_err(|e| WalError::io(&tmp, e))?;
-    f.write_all(content).map_err(|e| WalError::io(&tmp, e))?;
-    f.sync_all().map_err(|e| WalError::io(&tmp, e))?;
-    drop(f);
-    std::fs::rename(&tmp, &path).map_err(|e| WalError::io(&path, e))?;
-    segment::sync_dir(dir)
+    segment::replace_file(dir, name, content, [fp::START_FILE_WRITE; 3]).map_err(|e| e.error)
+}
+
+/// Removes a segment file (failpoint `name`).
+fn unlink(path: &Path, name: &str) -> Result<(), WalError> {
+    fp::io(name, path).map_err(|e| WalError::io(path, e))?;
+    std::fs::remove_file(path).map_err(|e| WalError::io(path, e))
+}
+
+/// The error a torn-write failpoint returns after copying `done` of `len` bytes
+/// (a simulated crash; the caller poisons the WAL).
+fn torn_error(name: &str, path: &Path, done: usize, len: usize) -> WalError {
+    WalError::io(
+        path,
+        std::io::Error::other(format!(
+            "failpoint {name}: simulated crash after {done} of {len} bytes were copied"
+        )),
+    )
+}
+
+/// Copies `data` to `off` of `seg` unless torn-write failpoint `name` fires; then
+/// copies only the configured prefix and returns the simulated crash.
+///
+/// # Safety
+/// As [`Segment::write`].
+unsafe fn copy_or_tear(seg: &Segment, name: &str, off: u64, data: &[u8]) -> Result<(), WalError> {
+    if let Some(n) = fp::torn(name, &seg.path, data.len()) {
+        seg.write(off, &data[..n]);
+        return Err(torn_error(name, &seg.path, n, data.len()));
+    }
+    seg.write(off, data);
+    Ok(())
 }
 
 fn read_start_file(dir: &Path) -> Result<Option<u64>, WalError> {
@@ -250,6 +281,30 @@ impl Inner {
     fn populate(&self) -> bool {
         self.populate.load(Ordering::Relaxed)
     }
+
+    /// Marks the WAL failed for good (see [`WalError::Poisoned`]); the first cause
+    /// is kept and logged at ERROR.
+    pub(crate) fn poison(&self, cause: &WalError) {
+        {
+            let mut c = self.poison_cause.lock();
+            if self.poisoned.load(Ordering::Acquire) {
+                return;
+            }
+            *c = cause.to_string();
+            self.poisoned.store(true, Ordering::Release);
+        }
+        error!(
+            error = %cause,
+            dir = %self.dir.display(),
+            write_lsn = %Lsn(self.write_lsn.load(Ordering::Acquire)),
+            flush_lsn = %Lsn(self.flush_lsn.load(Ordering::Acquire)),
+            "WAL failed and is now poisoned: a write to stable storage (fsync/fdatasync of a \
+             segment, the directory or the term history, or a durable truncation) failed, so \
+             what was written since the last successful flush may be lost. Nothing is retried \
+             or reported as durable: every further append and flush fails. An operator must \
+             restart the node (after fixing the disk); recovery keeps what is on disk"
+        );
+    }
 }
 
 impl Writer {
@@ -261,8 +316,47 @@ impl Writer {
     }
 
     /// Makes sure `n` allocated segments follow `cur`. Waits for the background
-    /// allocation if one is running; allocates synchronously otherwise.
+    /// allocation if one is running; allocates synchronously otherwise. A failure
+    /// (e.g. `NoSpace`) leaves nothing behind and is retried by the next call (the
+    /// next append that needs a segment); failures are logged, at most one line
+    /// per [`ALLOC_WARN_EVERY`], and the first success after them is logged too.
     fn obtain(&mut self, inner: &Inner, n: usize) -> Result<(), WalError> {
+        match self.obtain_inner(inner, n) {
+            Ok(()) => {
+                if self.alloc_failures > 0 {
+                    info!(
+                        dir = %inner.dir.display(),
+                        failed_attempts = self.alloc_failures,
+                        "WAL segment preparation succeeds again; appends proceed"
+                    );
+                    self.alloc_failures = 0;
+                    self.alloc_warned = None;
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.alloc_failures += 1;
+                let due = self
+                    .alloc_warned
+                    .is_none_or(|t| t.elapsed() >= ALLOC_WARN_EVERY);
+                if due {
+                    error!(
+                        segment = %segment::file_name(self.next_start()),
+                        dir = %inner.dir.display(),
+                        error = %e,
+                        failed_attempts = self.alloc_failures,
+                        "cannot prepare the next WAL segment: appends that need it fail (nothing \
+                         already written is affected); retried on every such append, so writes \
+                         resume by themselves once the cause (e.g. a full disk) is fixed"
+                    );
+                    self.alloc_warned = Some(std::time::Instant::now());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn obtain_inner(&mut self, inner: &Inner, n: usize) -> Result<(), WalError> {
         while self.ready.len() < n {
             let want = self.next_start();
             let seg = match self.pending.take() {
@@ -363,11 +457,18 @@ impl Writer {
         }
     }
 
+    /// Failpoint [`fp::APPEND_PUBLISH`]: the append's bytes are in the map but the
+    /// write LSN is not published yet; Some(simulated crash) when it fires.
+    fn crash_before_publish(&self) -> Option<WalError> {
+        fp::torn(fp::APPEND_PUBLISH, &self.cur.path, 0)
+            .map(|_| torn_error(fp::APPEND_PUBLISH, &self.cur.path, 0, 0))
+    }
+
     /// Writes a PADDING record over the rest of `cur`.
-    fn pad(&mut self, term: Term) {
+    fn pad(&mut self, term: Term) -> Result<(), WalError> {
         let rem = self.cur.end() - self.pos;
         if rem == 0 {
-            return;
+            return Ok(());
         }
         let mut hdr = [0u8; HEADER_LEN];
         let len = rem as usize - HEADER_LEN;
@@ -375,10 +476,11 @@ impl Writer {
         let off = self.pos - self.cur.start;
         // SAFETY: writer mutex held; writing at/after write_lsn (unpublished bytes).
         unsafe {
-            self.cur.write(off, &hdr);
+            copy_or_tear(&self.cur, fp::APPEND_PADDING, off, &hdr)?;
             self.cur.zero(off + HEADER_LEN as u64, self.cur.size);
         }
         self.pos = self.cur.end();
+        Ok(())
     }
 
     /// Writes one record at `pos`, padding and rolling over first if it does not fit
@@ -392,7 +494,7 @@ impl Writer {
     ) -> Result<Appended, WalError> {
         let total = aligned_len(payload.len());
         if !fits(total, self.cur.end() - self.pos) {
-            self.pad(term);
+            self.pad(term)?;
             self.rollover(inner)?;
         }
         let mut hdr = [0u8; HEADER_LEN];
@@ -401,8 +503,13 @@ impl Writer {
         // SAFETY: writer mutex held; writing at/after write_lsn (unpublished bytes),
         // inside the segment (checked by `fits`).
         unsafe {
-            self.cur.write(off, &hdr);
-            self.cur.write(off + HEADER_LEN as u64, payload);
+            copy_or_tear(&self.cur, fp::APPEND_HEADER, off, &hdr)?;
+            copy_or_tear(
+                &self.cur,
+                fp::APPEND_PAYLOAD,
+                off + HEADER_LEN as u64,
+                payload,
+            )?;
             let end = off + HEADER_LEN as u64 + payload.len() as u64;
             if end < off + total {
                 self.cur.zero(end, off + total);
@@ -550,7 +657,7 @@ impl Wal {
                      append or truncation); rewriting it from the records"
                 );
             }
-            history::store(dir, &hist)?;
+            history::store(dir, &hist).map_err(|e| e.error)?;
         }
         let last_term = hist.last().map(|e| e.term).unwrap_or(0);
 
@@ -588,6 +695,8 @@ impl Wal {
                 log_start: rec.log_start,
                 ready: VecDeque::new(),
                 pending: None,
+                alloc_failures: 0,
+                alloc_warned: None,
             }),
             flush_gate: FlushGate::new(),
             history: Mutex::new(hist),
@@ -636,16 +745,26 @@ impl Wal {
     }
 
     fn poison(&self, cause: &WalError) {
-        *self.inner.poison_cause.lock() = cause.to_string();
-        self.inner.poisoned.store(true, Ordering::Release);
-        error!(
-            error = %cause,
-            write_lsn = %self.write_lsn(),
-            flush_lsn = %self.flush_lsn(),
-            "WAL poisoned: an fdatasync (or a durable truncation) failed, so data written since \
-             the last successful flush may be lost; every further append and flush fails. \
-             Restart the node to recover from what is on disk"
-        );
+        self.inner.poison(cause);
+    }
+
+    /// An append failed after it started writing bytes (only a torn-write failpoint,
+    /// i.e. a simulated crash, or an internal error): the writer's state cannot be
+    /// trusted any more, so the WAL is poisoned. Returns the error.
+    fn crashed(&self, e: WalError) -> WalError {
+        self.poison(&e);
+        e
+    }
+
+    /// Why the WAL is poisoned (the first failure), or None while it is healthy.
+    /// Once poisoned it stays so until the process reopens the directory: callers
+    /// (the node) stop acknowledging and ask the operator for a restart.
+    pub fn poison_cause(&self) -> Option<String> {
+        if self.inner.poisoned.load(Ordering::Acquire) {
+            Some(self.inner.poison_cause.lock().clone())
+        } else {
+            None
+        }
     }
 
     fn check_append(&self, k: u8, len: usize) -> Result<u64, WalError> {
@@ -666,6 +785,18 @@ impl Wal {
         Ok(total)
     }
 
+    /// Writes the term history file. A failure before the new file is in place
+    /// changes nothing (e.g. `NoSpace` on a full disk: the append fails and can be
+    /// retried); a failure after it (the directory fsync) poisons the WAL.
+    fn store_history(&self, next: &[TermSpan]) -> Result<(), WalError> {
+        history::store(&self.inner.dir, next).map_err(|e| {
+            if e.renamed {
+                self.poison(&e.error);
+            }
+            e.error
+        })
+    }
+
     /// Adds a term history entry (durably) if `term` is higher than the last term.
     /// Called with the writer mutex held, before any byte of that term is written.
     fn note_term(&self, term: Term, at: u64) -> Result<(), WalError> {
@@ -682,7 +813,7 @@ impl Wal {
                 term,
                 start: Lsn(at),
             });
-            history::store(&self.inner.dir, &next)?;
+            self.store_history(&next)?;
             *h = next;
         }
         Ok(())
@@ -705,7 +836,13 @@ impl Wal {
         if term != inner.last_term.load(Ordering::Relaxed) {
             self.note_term(term, w.pos)?;
         }
-        let a = w.put(inner, term, kind, payload)?;
+        let a = match w.put(inner, term, kind, payload) {
+            Ok(a) => a,
+            Err(e) => return Err(self.crashed(e)),
+        };
+        if let Some(e) = w.crash_before_publish() {
+            return Err(self.crashed(e));
+        }
         inner.last_term.store(term, Ordering::Relaxed);
         inner.write_lsn.store(w.pos, Ordering::Release);
         if rolls {
@@ -740,7 +877,13 @@ impl Wal {
         }
         let mut out = Vec::with_capacity(records.len());
         for (k, p) in records {
-            out.push(w.put(inner, term, *k, p)?);
+            match w.put(inner, term, *k, p) {
+                Ok(a) => out.push(a),
+                Err(e) => return Err(self.crashed(e)),
+            }
+        }
+        if let Some(e) = w.crash_before_publish() {
+            return Err(self.crashed(e));
         }
         inner.last_term.store(term, Ordering::Relaxed);
         inner.write_lsn.store(w.pos, Ordering::Release);
@@ -813,20 +956,31 @@ impl Wal {
             let mut h = inner.history.lock();
             let mut next = h.clone();
             next.extend_from_slice(&new_terms);
-            history::store(&inner.dir, &next)?;
+            self.store_history(&next)?;
             *h = next;
         }
+        let tear = fp::torn(fp::APPEND_RAW_COPY, &w.cur.path, bytes.len());
+        let limit = tear.unwrap_or(bytes.len());
         let mut off = 0usize;
-        while off < bytes.len() {
+        while off < limit {
             if w.pos == w.cur.end() {
-                w.rollover(inner)?;
+                if let Err(e) = w.rollover(inner) {
+                    return Err(self.crashed(e));
+                }
             }
-            let chunk = (bytes.len() - off).min((w.cur.end() - w.pos) as usize);
+            let chunk = (limit - off).min((w.cur.end() - w.pos) as usize);
             // SAFETY: writer mutex held; writing above the published write_lsn,
             // inside the segment.
             unsafe { w.cur.write(w.pos - w.cur.start, &bytes[off..off + chunk]) };
             w.pos += chunk as u64;
             off += chunk;
+        }
+        if let Some(n) = tear {
+            let e = torn_error(fp::APPEND_RAW_COPY, &w.cur.path, n, bytes.len());
+            return Err(self.crashed(e));
+        }
+        if let Some(e) = w.crash_before_publish() {
+            return Err(self.crashed(e));
         }
         inner.last_term.store(last_term, Ordering::Relaxed);
         inner.write_lsn.store(w.pos, Ordering::Release);
@@ -954,6 +1108,16 @@ impl Wal {
         {
             std::thread::yield_now();
         }
+    }
+
+    /// Makes sure the segment after the writer's is allocated: waits for the
+    /// background preparation, or prepares it now. Appends never need this (they
+    /// do it when they reach the segment end); it moves the allocation off the
+    /// append path, surfaces a full disk early (`NoSpace`, nothing changed), and
+    /// leaves no preparation running in the background until the next rollover.
+    pub fn prepare_next_segment(&self) -> Result<(), WalError> {
+        self.check_poisoned()?;
+        self.inner.writer.lock().obtain(&self.inner, 1)
     }
 
     /// End of the last appended record (= LSN of the next one).
@@ -1111,7 +1275,7 @@ impl Wal {
                 let later: Vec<u64> = m.range(target.start + 1..).map(|(k, _)| *k).collect();
                 for k in later.into_iter().rev() {
                     if let Some(s) = m.remove(&k) {
-                        std::fs::remove_file(&s.path).map_err(|e| WalError::io(&s.path, e))?;
+                        unlink(&s.path, fp::TRUNCATE_UNLINK)?;
                         removed += 1;
                     }
                 }
@@ -1140,8 +1304,12 @@ impl Wal {
             let mut h = inner.history.lock();
             let next: Vec<TermSpan> = h.iter().filter(|e| e.start < lsn).copied().collect();
             if next != *h {
-                // If this fails, the next open reconciles the history with the records.
-                history::store(&inner.dir, &next)?;
+                // The log is already cut: a failure here poisons the WAL (the next
+                // open reconciles the history file with the records).
+                if let Err(e) = history::store(&inner.dir, &next) {
+                    self.poison(&e.error);
+                    return Err(e.error);
+                }
                 *h = next;
             }
             inner
@@ -1166,10 +1334,12 @@ impl Wal {
     }
 
     /// Deletes whole segments that lie entirely below `lsn` *and* below the flush
-    /// LSN; never the segment the writer is in. Fsyncs the directory. Returns how
+    /// LSN; never the segment the writer is in. Fsyncs the directory (a failed
+    /// directory fsync poisons the WAL). Returns how
     /// many segment files were removed. Readers holding a removed segment keep their
     /// mapping; new reads below the new `first_lsn` get `NotRetained`.
     pub fn remove_before(&self, lsn: Lsn) -> Result<usize, WalError> {
+        self.check_poisoned()?;
         let inner = &*self.inner;
         let w = inner.writer.lock();
         let limit = lsn.0.min(inner.flush_lsn.load(Ordering::Acquire));
@@ -1183,15 +1353,37 @@ impl Wal {
         if victims.is_empty() {
             return Ok(0);
         }
-        let new_first = victims[victims.len() - 1].end().max(w.log_start);
-        inner.first_lsn.store(new_first, Ordering::Release);
+        // Oldest first, each one out of the map (and first_lsn past it) before its
+        // file goes, so no new reader starts in it. If an unlink fails, the ones
+        // before it stay removed and the rest stay retained; a file whose unlink
+        // failed is no longer in the map (it is only older WAL, found again by
+        // recovery at the next open and removed later).
         let mut n = 0;
+        let mut failed = None;
         for s in &victims {
+            let new_first = s.end().max(w.log_start);
+            inner.first_lsn.store(new_first, Ordering::Release);
             inner.segments.write().remove(&s.start);
-            std::fs::remove_file(&s.path).map_err(|e| WalError::io(&s.path, e))?;
+            if let Err(e) = unlink(&s.path, fp::REMOVE_UNLINK) {
+                warn!(
+                    file = %s.path.display(),
+                    error = %e,
+                    "cannot remove an old WAL segment; keeping the remaining old segments, \
+                     retention tries again later (recovery finds this file again at the next start)"
+                );
+                failed = Some(e);
+                break;
+            }
             n += 1;
         }
-        segment::sync_dir(&inner.dir)?;
+        if let Err(e) = segment::sync_dir(&inner.dir) {
+            self.poison(&e);
+            return Err(e);
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let new_first = inner.first_lsn.load(Ordering::Acquire);
         info!(
             segments = n,
             first_lsn = %Lsn(new_first),
@@ -1253,13 +1445,13 @@ impl Wal {
                 let all: Vec<u64> = m.keys().copied().collect();
                 for k in all {
                     if let Some(s) = m.remove(&k) {
-                        std::fs::remove_file(&s.path).map_err(|e| WalError::io(&s.path, e))?;
+                        unlink(&s.path, fp::TRUNCATE_UNLINK)?;
                     }
                 }
             }
             segment::sync_dir(&inner.dir)?;
             write_atomically(&inner.dir, START_FILE, format!("{start}\n").as_bytes())?;
-            history::store(&inner.dir, &hist)?;
+            history::store(&inner.dir, &hist).map_err(|e| e.error)?;
             let seg = Arc::new(Segment::create(
                 &inner.dir,
                 seg_start(start.0, size),
