@@ -60,6 +60,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/admin/pause", post(admin_pause))
         .route("/v1/admin/resume", post(admin_resume))
         .route("/v1/admin/rebuild", post(admin_rebuild))
+        .route("/v1/admin/digest", get(state_digest))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(shared)
 }
@@ -464,6 +465,35 @@ fn read_log_lines(
         n += 1;
     }
     Ok(out)
+}
+
+/// `GET /v1/admin/digest`: a checksum of this node's key-value state and the
+/// applied LSN it belongs to, read under one lock so the two always match.
+/// Two nodes that applied the same committed log up to the same LSN report the
+/// same digest. Costs a sort of the keys (O(n log n)): for checks and fault
+/// runs, not for frequent polling.
+async fn state_digest(State(shared): S, headers: HeaderMap) -> Response {
+    use receiver::state::StateMachine;
+    if !authorized(&shared, &headers) {
+        return unauthorized();
+    }
+    let s = shared.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        let kv = s.kv.read();
+        (kv.applied_lsn(), kv.digest(), kv.len())
+    })
+    .await;
+    let resp = match r {
+        Ok((applied, digest, keys)) => Json(json!({
+            "node_id": shared.cfg.node_id,
+            "applied_lsn": wal::Lsn(applied).to_string(),
+            "digest": format!("{digest:016x}"),
+            "keys": keys,
+        }))
+        .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    };
+    with_lsn(&shared, resp)
 }
 
 async fn health(State(shared): S) -> Response {

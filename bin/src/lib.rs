@@ -12,6 +12,7 @@ pub mod client;
 pub mod commands;
 pub mod config;
 pub mod demo;
+pub mod faults;
 pub mod http;
 pub mod inspect;
 pub mod metrics;
