@@ -280,6 +280,88 @@ pub async fn admin(opts: &ClientOpts, path: &str, body: Value) -> i32 {
     0
 }
 
+/// `walship rebuild`: ask the node at `--endpoint` to rebuild itself from the
+/// leader's checkpoint, show a progress bar fed by its `/status`, and return
+/// once it streams again (0), or 1 with the reason when an attempt fails (the
+/// node keeps retrying; `walship status` shows it).
+pub async fn rebuild(opts: &ClientOpts) -> i32 {
+    let http = match Http::new(opts) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("walship: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let url = format!("{}/v1/admin/rebuild", http.base);
+    let r = match http.req(reqwest::Method::POST, &url).send().await {
+        Ok(r) => r,
+        Err(e) => return fail(format!("{url}: {e}")),
+    };
+    let status = r.status();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        return fail(error_text(&v, status));
+    }
+    let node = v["node_id"].as_str().unwrap_or("?").to_string();
+    let attempts0 = v["rebuild"]["attempts"].as_u64().unwrap_or(0);
+    let completed0 = v["rebuild"]["completed"].as_u64().unwrap_or(0);
+    let bar =
+        indicatif::ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} {msg:14} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message("starting");
+    let status_url = format!("{}/status", http.base);
+    let mut done_at: Option<std::time::Instant> = None;
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        bar.tick();
+        let doc = match http.get_json(&status_url).await {
+            Ok(d) => d,
+            // The node may be restarting; keep polling.
+            Err(_) => continue,
+        };
+        let p = &doc["rebuild"];
+        let phase = p["phase"].as_str().unwrap_or("?");
+        let attempts = p["attempts"].as_u64().unwrap_or(0);
+        let completed = p["completed"].as_u64().unwrap_or(0);
+        bar.set_length(p["bytes_total"].as_u64().unwrap_or(0));
+        bar.set_position(p["bytes_done"].as_u64().unwrap_or(0));
+        bar.set_message(phase.to_string());
+        if phase == "failed" && attempts > attempts0 {
+            bar.abandon();
+            return fail(format!(
+                "rebuild of {node} failed: {} (the node retries by itself; see walship status)",
+                p["last_error"].as_str().unwrap_or("unknown reason")
+            ));
+        }
+        if completed > completed0 {
+            let at = *done_at.get_or_insert_with(std::time::Instant::now);
+            if doc["state"].as_str() == Some("streaming") {
+                bar.finish_with_message("streaming");
+                println!(
+                    "rebuilt {node} from {}'s checkpoint at {} ({} bytes, {:.1} MB/s, {:.1}s); streaming",
+                    p["leader"].as_str().unwrap_or("?"),
+                    p["checkpoint_lsn"].as_str().unwrap_or("?"),
+                    p["bytes_total"].as_u64().unwrap_or(0),
+                    p["mb_per_s"].as_f64().unwrap_or(0.0),
+                    p["elapsed_ms"].as_u64().unwrap_or(0) as f64 / 1000.0,
+                );
+                return 0;
+            }
+            if at.elapsed() > Duration::from_secs(600) {
+                bar.abandon();
+                return fail(format!(
+                    "{node} was rebuilt but has not streamed for 10 minutes (state {})",
+                    doc["state"].as_str().unwrap_or("?")
+                ));
+            }
+        }
+    }
+}
+
 /// `walship switchover`: find the leader, ask it, wait.
 pub async fn switchover(opts: &ClientOpts, to: Option<String>) -> i32 {
     admin(opts, "/v1/admin/switchover", serde_json::json!({"to": to})).await

@@ -110,6 +110,13 @@ pub struct ReplicationConfig {
     pub ack: AckLevel,
     /// A write not acknowledged in time gets an error (outcome unknown).
     pub ack_timeout: Duration,
+    /// A follower that needs a rebuild (its leader no longer holds the WAL it
+    /// needs, or it is new and empty) rebuilds itself from the leader's
+    /// checkpoint; when false it waits in `needs_rebuild` for `walship rebuild`.
+    pub auto_rebuild: bool,
+    /// Bytes per second at which this node, as leader, sends a checkpoint to a
+    /// rebuilding node (0: unlimited), as `pg_basebackup --max-rate`.
+    pub rebuild_max_rate: u64,
 }
 
 /// `[failover]`.
@@ -258,6 +265,8 @@ struct RawReplication {
     standbys: Option<String>,
     ack: String,
     ack_timeout: String,
+    auto_rebuild: bool,
+    rebuild_max_rate: String,
 }
 
 impl Default for RawReplication {
@@ -267,6 +276,8 @@ impl Default for RawReplication {
             standbys: None,
             ack: "remote_flush".into(),
             ack_timeout: "5s".into(),
+            auto_rebuild: false,
+            rebuild_max_rate: "0".into(),
         }
     }
 }
@@ -479,6 +490,8 @@ impl RawConfig {
             )
         })?;
         let ack_timeout = parse_duration("replication.ack_timeout", &r.ack_timeout)?;
+        // "0" (unlimited) parses as a plain byte count.
+        let rebuild_max_rate = parse_size("replication.rebuild_max_rate", &r.rebuild_max_rate)?;
         if ack_timeout.is_zero() {
             return Err(bad(
                 "replication.ack_timeout",
@@ -593,6 +606,8 @@ impl RawConfig {
                 standbys: r.standbys,
                 ack,
                 ack_timeout,
+                auto_rebuild: r.auto_rebuild,
+                rebuild_max_rate,
             },
             failover: FailoverConfig {
                 auto: f.auto,

@@ -310,6 +310,17 @@ async fn kv_get(
     if !authorized(&shared, &headers) {
         return unauthorized();
     }
+    if let Err(msg) = shared.rebuild.check_readable() {
+        shared
+            .metrics
+            .client_requests_total
+            .with_label_values(&["get", "rebuilding"])
+            .inc();
+        return with_lsn(
+            &shared,
+            error(StatusCode::SERVICE_UNAVAILABLE, "rebuilding", msg),
+        );
+    }
     let min_lsn = match q.min_lsn.as_deref() {
         None | Some("") => 0,
         Some(s) => match s.parse::<wal::Lsn>() {
@@ -677,11 +688,14 @@ async fn admin_rebuild(State(shared): S, headers: HeaderMap) -> Response {
     if !authorized(&shared, &headers) {
         return unauthorized();
     }
-    error(
-        StatusCode::NOT_IMPLEMENTED,
-        "not_implemented",
-        "rebuild from a checkpoint is not available in this version (see the checkpoint issue)",
-    )
+    match crate::node::rebuild::request(&shared) {
+        Ok(p) => (
+            StatusCode::ACCEPTED,
+            Json(json!({"node_id": shared.cfg.node_id, "rebuild": p})),
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::CONFLICT, "refused", e),
+    }
 }
 
 /// Send an admin command to the failover driver (used by [`crate::admin`]).

@@ -65,9 +65,7 @@ async fn run(cli: Cli) -> i32 {
         Command::Resume { client } => {
             commands::admin(&client, "/v1/admin/resume", serde_json::json!({})).await
         }
-        Command::Rebuild { client } => {
-            commands::admin(&client, "/v1/admin/rebuild", serde_json::json!({})).await
-        }
+        Command::Rebuild { client } => commands::rebuild(&client).await,
         Command::Put {
             key,
             value,

@@ -58,6 +58,18 @@ pub struct Metrics {
     pub follower_connected: IntGaugeVec,
     /// `wal.max_retained` in bytes (for retention alerts).
     pub wal_max_retained_bytes: IntGauge,
+    /// Rebuilds of this node from the leader's checkpoint started (attempts).
+    pub rebuilds_started_total: IntCounter,
+    /// Rebuilds of this node that completed (state installed, streaming again).
+    pub rebuilds_completed_total: IntCounter,
+    /// Rebuild attempts of this node that failed (retried).
+    pub rebuilds_failed_total: IntCounter,
+    /// Checkpoint bytes received by rebuilds of this node.
+    pub rebuild_received_bytes_total: IntCounter,
+    /// Base backups (checkpoint transfers) this node served as leader.
+    pub basebackups_served_total: IntCounter,
+    /// Checkpoint bytes this node sent to rebuilding followers.
+    pub basebackup_sent_bytes_total: IntCounter,
 }
 
 fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -188,6 +200,30 @@ impl Metrics {
                 "Configured wal.max_retained in bytes",
             )
             .unwrap_or_else(|e| panic!("{e}")),
+            rebuilds_started_total: counter(
+                "walship_rebuilds_started_total",
+                "Rebuilds of this node from the leader's checkpoint started (each attempt)",
+            ),
+            rebuilds_completed_total: counter(
+                "walship_rebuilds_completed_total",
+                "Rebuilds of this node that completed (checkpoint installed, WAL reset, streaming)",
+            ),
+            rebuilds_failed_total: counter(
+                "walship_rebuilds_failed_total",
+                "Rebuild attempts of this node that failed (retried)",
+            ),
+            rebuild_received_bytes_total: counter(
+                "walship_rebuild_received_bytes_total",
+                "Checkpoint bytes received by rebuilds of this node",
+            ),
+            basebackups_served_total: counter(
+                "walship_basebackups_served_total",
+                "Checkpoint transfers (base backups) this leader served to rebuilding nodes",
+            ),
+            basebackup_sent_bytes_total: counter(
+                "walship_basebackup_sent_bytes_total",
+                "Checkpoint bytes this leader sent to rebuilding nodes",
+            ),
             registry,
         };
         // Pre-create the outcomes alerts watch, so that the first one counts
@@ -223,6 +259,12 @@ impl Metrics {
             Box::new(m.followers_needing_rebuild.clone()),
             Box::new(m.follower_connected.clone()),
             Box::new(m.wal_max_retained_bytes.clone()),
+            Box::new(m.rebuilds_started_total.clone()),
+            Box::new(m.rebuilds_completed_total.clone()),
+            Box::new(m.rebuilds_failed_total.clone()),
+            Box::new(m.rebuild_received_bytes_total.clone()),
+            Box::new(m.basebackups_served_total.clone()),
+            Box::new(m.basebackup_sent_bytes_total.clone()),
         ];
         for c in all {
             r.register(c)

@@ -19,7 +19,13 @@ pub fn status_json(shared: &Shared) -> Value {
         "node_id": shared.cfg.node_id,
         "cluster_id": shared.cfg.cluster_id,
         "role": role.role.as_str(),
-        "state": role.state.as_str(),
+        "state": if role.role != Role::Leader && shared.rebuild.is_active() {
+            "rebuilding"
+        } else if role.role == Role::Follower && fv.needs_rebuild && role.state != crate::node::NodeState::Fenced {
+            "needs_rebuild"
+        } else {
+            role.state.as_str()
+        },
         "term": role.term,
         "leader_id": role.leader_id,
         "paused": role.paused,
@@ -43,6 +49,7 @@ pub fn status_json(shared: &Shared) -> Value {
             "needs_rebuild": fv.needs_rebuild,
             "last_error": fv.last_error,
         });
+        doc["rebuild"] = serde_json::to_value(shared.rebuild.progress()).unwrap_or(Value::Null);
     }
     let leader = shared
         .leader

@@ -42,13 +42,15 @@ pub enum ErrorCode {
     ShuttingDown,
     /// 15 — an internal error on the node (details in its log).
     Internal,
+    /// 16 — the node is being rebuilt from the leader's checkpoint: it serves no reads.
+    Rebuilding,
     /// Any other number: sent by a newer peer. Kept so it can be logged and relayed.
     Unknown(u16),
 }
 
 impl ErrorCode {
     /// Every known code, in numeric order (for tests and documentation).
-    pub const KNOWN: [ErrorCode; 15] = [
+    pub const KNOWN: [ErrorCode; 16] = [
         ErrorCode::NotLeader,
         ErrorCode::AckTimeout,
         ErrorCode::WaitTimeout,
@@ -64,6 +66,7 @@ impl ErrorCode {
         ErrorCode::Fenced,
         ErrorCode::ShuttingDown,
         ErrorCode::Internal,
+        ErrorCode::Rebuilding,
     ];
 
     /// The wire number. `from_u16(c.to_u16()) == c` for every code produced by `from_u16`.
@@ -84,6 +87,7 @@ impl ErrorCode {
             ErrorCode::Fenced => 13,
             ErrorCode::ShuttingDown => 14,
             ErrorCode::Internal => 15,
+            ErrorCode::Rebuilding => 16,
             ErrorCode::Unknown(n) => n,
         }
     }
@@ -92,7 +96,7 @@ impl ErrorCode {
     /// [`ErrorCode::Unknown`] (never an error: forward compatibility).
     pub fn from_u16(n: u16) -> ErrorCode {
         match n {
-            1..=15 => ErrorCode::KNOWN[usize::from(n - 1)],
+            1..=16 => ErrorCode::KNOWN[usize::from(n - 1)],
             other => ErrorCode::Unknown(other),
         }
     }
@@ -116,6 +120,7 @@ impl ErrorCode {
             ErrorCode::Fenced => "fenced",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",
+            ErrorCode::Rebuilding => "rebuilding",
             ErrorCode::Unknown(_) => "unknown",
         }
     }

@@ -249,7 +249,7 @@
 //! | 5 | `wal_not_available` | | 13 | `fenced` |
 //! | 6 | `diverged` | | 14 | `shutting_down` |
 //! | 7 | `bad_request` | | 15 | `internal` |
-//! | 8 | `unauthorized` | | | |
+//! | 8 | `unauthorized` | | 16 | `rebuilding` |
 //!
 //! # Example
 //!

@@ -174,6 +174,24 @@ async fn serve_node(
                 tracing::info!(follower = %from, %reason, "replication session ended");
                 return Ok(());
             }
+            Message::BaseBackupRequest {
+                checkpoint_lsn,
+                offset,
+            } => {
+                tracing::info!(node = %from, "node asks for a checkpoint to rebuild from");
+                let r = super::basebackup::serve(
+                    shared.clone(),
+                    framed,
+                    from.clone(),
+                    checkpoint_lsn,
+                    offset,
+                )
+                .await;
+                if let Err(reason) = &r {
+                    tracing::warn!(node = %from, %reason, "checkpoint transfer for a rebuild ended early; the node retries");
+                }
+                return Ok(());
+            }
             other => {
                 let _ = framed
                     .send(Message::Error {
@@ -338,6 +356,18 @@ pub async fn handle_client_op(shared: &Shared, op: ClientOp) -> ClientResult {
             min_lsn,
             wait_ms,
         } => {
+            if let Err(message) = shared.rebuild.check_readable() {
+                shared
+                    .metrics
+                    .client_requests_total
+                    .with_label_values(&["get", "rebuilding"])
+                    .inc();
+                return ClientResult::Error {
+                    code: ErrorCode::Rebuilding,
+                    message,
+                    leader: None,
+                };
+            }
             let r = if min_lsn > shared.applied_lsn() {
                 shared
                     .wait_applied(min_lsn, Duration::from_millis(wait_ms as u64))

@@ -13,9 +13,12 @@
 //! receiver), then starts the new one, so records of two terms never interleave.
 
 pub mod applier;
+pub mod basebackup;
 pub mod election;
 pub mod flusher;
 pub mod listener;
+pub mod pins;
+pub mod rebuild;
 pub mod replica;
 pub mod role;
 pub mod sampler;
@@ -176,6 +179,11 @@ pub struct Shared {
     pub follower_states: Mutex<HashMap<String, shipper::progress::FollowerState>>,
     /// The receiver task while this node follows.
     pub receiver_task: tokio::sync::Mutex<Option<replica::ReceiverTask>>,
+    /// Follower rebuild state and progress (reads are refused while it runs).
+    pub rebuild: rebuild::RebuildState,
+    /// WAL retention pins (a leader serving a rebuild pins the checkpoint's
+    /// LSN); retention never removes WAL at or above the lowest pin.
+    pub retention_pins: Arc<pins::RetentionPins>,
 }
 
 impl Shared {

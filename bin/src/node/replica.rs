@@ -83,6 +83,10 @@ impl ReceiverEvents for Events {
 
 /// Follow `leader_id` (restarting the receiver if it followed another leader).
 pub async fn start(shared: &Arc<Shared>, leader_id: String) {
+    if shared.rebuild.is_active() {
+        // A rebuild owns the WAL; it starts the receiver itself when done.
+        return;
+    }
     {
         let guard = shared.receiver_task.lock().await;
         if let Some(t) = guard.as_ref() {

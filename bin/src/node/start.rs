@@ -41,6 +41,9 @@ pub enum StartError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The newest checkpoint could not be loaded.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
     /// The replication settings cannot be resolved.
     #[error("config key `replication.standbys`: {0}")]
     Standbys(String),
@@ -168,7 +171,16 @@ pub async fn start(cfg: Config) -> Result<NodeHandle, StartError> {
         failover_tx,
         follower_states: Mutex::new(HashMap::new()),
         receiver_task: tokio::sync::Mutex::new(None),
+        rebuild: super::rebuild::RebuildState::new(),
+        retention_pins: super::pins::RetentionPins::new(),
     });
+    if !super::rebuild::detect_interrupted(&shared) {
+        let s = shared.clone();
+        tokio::task::spawn_blocking(move || super::rebuild::load_checkpoint_at_start(&s))
+            .await
+            .map_err(|e| StartError::Checkpoint(format!("checkpoint load task failed: {e}")))?
+            .map_err(StartError::Checkpoint)?;
+    }
 
     let flusher = flusher::spawn(
         wal.clone(),
@@ -206,6 +218,7 @@ pub async fn start(cfg: Config) -> Result<NodeHandle, StartError> {
         }));
     }
     tasks.push(tokio::spawn(super::sampler::run(shared.clone())));
+    tasks.push(tokio::spawn(super::rebuild::supervise(shared.clone())));
     tracing::info!(
         node = %cfg.node_id,
         cluster = %cfg.cluster_id,

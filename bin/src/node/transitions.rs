@@ -210,6 +210,7 @@ pub fn publish_core_state(shared: &Shared, core: &failover::Node) {
         Role::Leader if accepting => NodeState::Streaming,
         Role::Leader => NodeState::Stopping,
         _ if core.is_fenced() => NodeState::Fenced,
+        _ if shared.rebuild.is_active() => NodeState::Rebuilding,
         _ if fv.needs_rebuild => NodeState::NeedsRebuild,
         _ if fv.connected => {
             if fv.caught_up {

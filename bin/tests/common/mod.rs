@@ -48,6 +48,8 @@ pub struct Opts {
     pub segment_size: &'static str,
     /// Per-node priorities (index 0 = n1); missing entries are 1.
     pub priorities: Vec<u32>,
+    /// Applied to every node's parsed config (index, config) before start.
+    pub tweak: Option<fn(usize, &mut Config)>,
 }
 
 impl Default for Opts {
@@ -63,6 +65,7 @@ impl Default for Opts {
             election_timeout: "300ms",
             segment_size: "1MiB",
             priorities: Vec::new(),
+            tweak: None,
         }
     }
 }
@@ -175,8 +178,12 @@ max_retained = "10GiB"
                 et = opts.election_timeout,
                 seg = opts.segment_size,
             );
-            Config::parse(&text, std::path::Path::new("test.toml"))
-                .unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"))
+            let mut cfg = Config::parse(&text, std::path::Path::new("test.toml"))
+                .unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
+            if let Some(t) = opts.tweak {
+                t(i, &mut cfg);
+            }
+            cfg
         })
         .collect()
 }

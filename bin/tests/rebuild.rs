@@ -1,0 +1,257 @@
+//! Follower rebuild from the leader's checkpoint (issue 5, part 3), with real
+//! nodes on loopback:
+//!
+//! * a follower stopped while the leader's WAL moved past it is cut loose
+//!   (`wal_not_available`), rebuilds itself (`auto_rebuild`) and ends with the
+//!   leader's state and byte-identical WAL from the checkpoint LSN on;
+//! * an empty new node joins by rebuild, on `POST /v1/admin/rebuild`, after
+//!   waiting in `needs_rebuild`;
+//! * a rebuild interrupted halfway through the transfer (the node stops) is
+//!   resumed at start-up from the partial copy, serves no reads meanwhile, and
+//!   still ends identical.
+//!
+//! The leader's WAL is cut below the follower with `Wal::remove_before` up to
+//! the leader's applied LSN, as retention past `wal.max_retained` does.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{wait_for, Cluster, Opts, WAIT};
+use walship::config::Config;
+use walship::node::Shared;
+
+/// Write `n` keys of `value_len` bytes through node `l`, 128 in flight.
+async fn fill(c: &Cluster, l: usize, prefix: &str, n: usize, value_len: usize) {
+    let client = c.client(l).await;
+    let value = bytes::Bytes::from(vec![b'v'; value_len]);
+    let mut done = 0;
+    while done < n {
+        let batch = (n - done).min(128);
+        let futs = (0..batch).map(|i| {
+            let client = client.clone();
+            let value = value.clone();
+            let key = format!("{prefix}{}", done + i);
+            async move { client.put(key, value, proto::AckLevel::Default).await }
+        });
+        for r in futures::future::join_all(futs).await {
+            r.expect("write");
+        }
+        done += batch;
+    }
+}
+
+/// Remove the leader's WAL below its applied LSN (whole segments), as
+/// retention does past `wal.max_retained`. Returns the new first LSN.
+fn cut_leader_wal(s: &Shared, must_pass: u64) -> u64 {
+    let upto = s.applied_lsn().min(s.wal.flush_lsn().0);
+    s.wal.remove_before(wal::Lsn(upto)).expect("remove_before");
+    let first = s.wal.first_lsn().0;
+    assert!(
+        first > must_pass,
+        "the leader's WAL must start after {} (starts at {})",
+        wal::Lsn(must_pass),
+        wal::Lsn(first)
+    );
+    first
+}
+
+fn auto_rebuild(_: usize, cfg: &mut Config) {
+    cfg.replication.auto_rebuild = true;
+}
+
+/// The rebuilt node `f` holds the leader's state and WAL: same digest and
+/// applied LSN everywhere, byte-identical WAL over the range all hold (which
+/// starts at `f`'s checkpoint LSN).
+async fn assert_identical(c: &Cluster, f: usize, tag: &str) {
+    let l = c.wait_leader().await;
+    c.put_ok(l, &format!("after-{tag}"), "1", None).await;
+    let (applied, digest) = c.wait_converged().await;
+    assert_eq!(c.shared(f).kv.read().digest(), digest);
+    assert_eq!(c.shared(f).applied_lsn(), applied);
+    let (from, to) = c.assert_wal_identical();
+    assert_eq!(
+        from,
+        c.shared(f).wal.first_lsn().0,
+        "the compared WAL starts at the rebuilt node's checkpoint LSN"
+    );
+    assert!(to > from);
+}
+
+async fn wait_rebuilt(c: &Cluster, f: usize, completed: u64) {
+    wait_for("the rebuild completed and the node streams", WAIT, || {
+        let s = c.shared(f);
+        s.rebuild.progress().completed >= completed
+            && !s.rebuild.is_active()
+            && s.follower.lock().connected
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cut_loose_follower_is_rebuilt_and_identical() {
+    let mut c = Cluster::start(Opts {
+        tweak: Some(auto_rebuild),
+        ..Opts::new(3, "quorum")
+    })
+    .await;
+    let l = c.wait_leader().await;
+    c.wait_streaming(l).await;
+    fill(&c, l, "a", 200, 100).await;
+    let f = (l + 1) % 3;
+    c.wait_converged().await;
+    let f_end = c.shared(f).wal.write_lsn().0;
+    c.stop_node(f).await;
+    // ~3 MiB of WAL (three 1 MiB segments) while f is down, with overwrites
+    // and deletes so the checkpoint is not just the WAL replayed.
+    fill(&c, l, "b", 1500, 2000).await;
+    fill(&c, l, "a", 100, 10).await;
+    for i in 0..20 {
+        let r = c
+            .http
+            .delete(format!("{}/v1/kv/b{i}", c.url(l)))
+            .send()
+            .await
+            .expect("delete");
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    c.wait_streaming(l).await;
+    cut_leader_wal(c.shared(l), f_end);
+
+    c.start_node(f).await;
+    wait_rebuilt(&c, f, 1).await;
+    let s = c.shared(f);
+    let ckpt = s.wal.first_lsn().0;
+    assert!(
+        ckpt > f_end,
+        "the WAL of the rebuilt node starts at the checkpoint"
+    );
+    assert_eq!(s.metrics.rebuilds_completed_total.get(), 1);
+    assert!(s.metrics.rebuild_received_bytes_total.get() > 1 << 20);
+    assert!(!walship::node::rebuild::marker_path(&s.cfg.data_dir).exists());
+    let leader_metrics = &c.shared(l).metrics;
+    assert_eq!(leader_metrics.basebackups_served_total.get(), 1);
+    // The leader's pin is released once the node streams.
+    wait_for("the leader released its WAL pin", WAIT, || {
+        c.shared(l).retention_pins.is_empty()
+    })
+    .await;
+    let (_, status) = c.get_json(f, "/status").await;
+    assert_eq!(status["rebuild"]["phase"], "done");
+    assert_eq!(
+        status["rebuild"]["checkpoint_lsn"],
+        wal::Lsn(ckpt).to_string()
+    );
+    fill(&c, l, "c", 100, 100).await;
+    assert_identical(&c, f, "rebuild").await;
+    // A restart of the rebuilt node loads its checkpoint and the WAL after it.
+    c.restart_node(f).await;
+    assert_identical(&c, f, "restart").await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn empty_new_node_joins_by_rebuild_on_request() {
+    let mut c = Cluster::start(Opts::new(3, "quorum")).await;
+    let l = c.wait_leader().await;
+    c.wait_streaming(l).await;
+    // n = the node joining later: its data directory is wiped (a new machine).
+    let n = (l + 2) % 3;
+    c.stop_node(n).await;
+    std::fs::remove_dir_all(&c.cfgs[n].data_dir).expect("wipe the new node's data dir");
+    fill(&c, l, "k", 1200, 2500).await;
+    c.wait_streaming(l).await;
+    cut_leader_wal(c.shared(l), 0);
+
+    c.start_node(n).await;
+    // auto_rebuild is off: the node waits in needs_rebuild, serving nothing stale.
+    common::wait_for_async("the new node reports needs_rebuild", WAIT, || async {
+        c.get_json(n, "/status").await.1["state"] == "needs_rebuild"
+    })
+    .await;
+    assert_eq!(c.shared(n).rebuild.progress().attempts, 0);
+    let r = c
+        .http
+        .post(format!("{}/v1/admin/rebuild", c.url(n)))
+        .send()
+        .await
+        .expect("POST rebuild");
+    assert_eq!(r.status().as_u16(), 202);
+    // The leader refuses to rebuild itself.
+    let r = c
+        .http
+        .post(format!("{}/v1/admin/rebuild", c.url(l)))
+        .send()
+        .await
+        .expect("POST rebuild on the leader");
+    assert_eq!(r.status().as_u16(), 409);
+    wait_rebuilt(&c, n, 1).await;
+    let (st, body, _) = c.get(n, "k7", "").await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body.len(), 2500);
+    assert_identical(&c, n, "join").await;
+    c.shutdown().await;
+}
+
+fn slow_transfer(_: usize, cfg: &mut Config) {
+    cfg.replication.auto_rebuild = true;
+    // Paced so the test can stop the node halfway through the transfer.
+    cfg.replication.rebuild_max_rate = 2 << 20;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rebuild_interrupted_halfway_resumes_and_ends_identical() {
+    let mut c = Cluster::start(Opts {
+        tweak: Some(slow_transfer),
+        ..Opts::new(3, "quorum")
+    })
+    .await;
+    let l = c.wait_leader().await;
+    c.wait_streaming(l).await;
+    let f = (l + 1) % 3;
+    c.stop_node(f).await;
+    // ~4 MB of state: about 2 s of transfer at 2 MiB/s.
+    fill(&c, l, "k", 1000, 4000).await;
+    c.wait_streaming(l).await;
+    cut_leader_wal(c.shared(l), 0);
+
+    c.start_node(f).await;
+    wait_for("the transfer is under way (over 25%)", WAIT, || {
+        let p = c.shared(f).rebuild.progress();
+        p.phase == "transferring" && p.bytes_total > 0 && p.bytes_done * 4 > p.bytes_total
+    })
+    .await;
+    // No reads from a half-built state.
+    let (st, body, _) = c.get(f, "k1", "").await;
+    assert_eq!(st, 503, "{body}");
+    assert!(body.contains("rebuilding"), "{body}");
+    assert_eq!(c.get_json(f, "/status").await.1["state"], "rebuilding");
+    let p = c.shared(f).rebuild.progress();
+    assert!(p.bytes_done < p.bytes_total, "stopped halfway: {p:?}");
+    c.stop_node(f).await;
+    let data_dir = c.cfgs[f].data_dir.clone();
+    assert!(walship::node::rebuild::marker_path(&data_dir).exists());
+    let partial = std::fs::read_dir(receiver::checkpoint::dir_in(&data_dir))
+        .expect("checkpoint dir")
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().ends_with(".partial"));
+    assert!(partial, "a partial copy is kept for the resume");
+
+    // Restart: the interrupted rebuild is found, reads stay refused, and the
+    // transfer resumes where the copy ends.
+    c.start_node(f).await;
+    let s = c.shared(f).clone();
+    assert!(s.rebuild.is_active());
+    let (st, _, _) = c.get(f, "k1", "").await;
+    assert_eq!(st, 503);
+    wait_rebuilt(&c, f, 1).await;
+    let p = s.rebuild.progress();
+    assert!(p.resumed_from > 0, "the transfer resumed: {p:?}");
+    assert!(!walship::node::rebuild::marker_path(&data_dir).exists());
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_identical(&c, f, "resume").await;
+    let (st, body, _) = c.get(f, "k999", "").await;
+    assert_eq!(st, 200);
+    assert_eq!(body.len(), 4000);
+    c.shutdown().await;
+}
