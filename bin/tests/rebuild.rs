@@ -255,3 +255,132 @@ async fn rebuild_interrupted_halfway_resumes_and_ends_identical() {
     assert_eq!(body.len(), 4000);
     c.shutdown().await;
 }
+
+fn bench_opts(_: usize, cfg: &mut Config) {
+    cfg.replication.auto_rebuild = true;
+    cfg.replication.ack_timeout = Duration::from_secs(30);
+}
+
+/// Writes of 1 KiB (32 in flight) through `client` until `stop`; returns the count.
+async fn writer(
+    client: walship::Client,
+    stop: tokio::sync::watch::Receiver<bool>,
+    counter: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    let value = bytes::Bytes::from(vec![b'w'; 1024]);
+    let futs = (0..32u64).map(|w| {
+        let client = client.clone();
+        let value = value.clone();
+        let stop = stop.clone();
+        let counter = counter.clone();
+        async move {
+            let mut i = 0u64;
+            while !*stop.borrow() {
+                client
+                    .put(
+                        format!("w{w}-{}", i % 1000),
+                        value.clone(),
+                        proto::AckLevel::Default,
+                    )
+                    .await
+                    .expect("writer put");
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                i += 1;
+            }
+        }
+    });
+    futures::future::join_all(futs).await;
+}
+
+/// Benchmark: rebuild a follower from a ~1 GiB state (64 KiB values) while a
+/// writer runs on the leader; prints the transfer rate and the writer's rate
+/// before and during the rebuild. Size with `WALSHIP_REBUILD_BENCH_MIB`
+/// (default 1024). Run:
+/// `cargo test -p walship --release --test rebuild rebuild_benchmark -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore]
+async fn rebuild_benchmark() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Instant;
+    let mib: usize = std::env::var("WALSHIP_REBUILD_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let mut c = Cluster::start(Opts {
+        tweak: Some(bench_opts),
+        segment_size: "64MiB",
+        ..Opts::new(3, "quorum")
+    })
+    .await;
+    let l = c.wait_leader().await;
+    c.wait_streaming(l).await;
+    let f = (l + 1) % 3;
+    c.stop_node(f).await;
+    let t = Instant::now();
+    fill(&c, l, "big", mib * 16, 64 << 10).await;
+    c.wait_streaming(l).await;
+    println!(
+        "filled {mib} MiB of state in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    // The checkpoint the leader's checkpointer would have taken.
+    let s = c.shared(l).clone();
+    let t = Instant::now();
+    let meta = tokio::task::spawn_blocking(move || {
+        let snap = s.kv.read().clone();
+        let lsn = receiver::state::StateMachine::applied_lsn(&snap);
+        let term = s.wal.term_at(wal::Lsn(lsn - 1)).unwrap_or(0);
+        receiver::checkpoint::write(
+            &receiver::checkpoint::dir_in(&s.cfg.data_dir),
+            &snap,
+            wal::Lsn(lsn),
+            term,
+        )
+    })
+    .await
+    .expect("checkpoint task")
+    .expect("checkpoint");
+    println!(
+        "checkpoint of {} bytes ({} keys) written in {:.1}s",
+        meta.len,
+        meta.entries,
+        t.elapsed().as_secs_f64()
+    );
+    cut_leader_wal(c.shared(l), 0);
+
+    let count = std::sync::Arc::new(AtomicU64::new(0));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let w = tokio::spawn(writer(c.client(l).await, stop_rx, count.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (n0, t0) = (count.load(Ordering::Relaxed), Instant::now());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before = (count.load(Ordering::Relaxed) - n0) as f64 / t0.elapsed().as_secs_f64();
+
+    c.start_node(f).await;
+    wait_for("the transfer started", WAIT, || {
+        c.shared(f).rebuild.progress().phase == "transferring"
+    })
+    .await;
+    let (n1, t1) = (count.load(Ordering::Relaxed), Instant::now());
+    wait_for("the transfer ended", Duration::from_secs(600), || {
+        c.shared(f).rebuild.progress().phase != "transferring"
+    })
+    .await;
+    let during = (count.load(Ordering::Relaxed) - n1) as f64 / t1.elapsed().as_secs_f64();
+    wait_rebuilt(&c, f, 1).await;
+    let p = c.shared(f).rebuild.progress();
+    let _ = stop_tx.send(true);
+    w.await.expect("writer");
+    println!(
+        "rebuild: {} bytes at {:.1} MB/s (transfer), {:.1}s in all (transfer, install, load, WAL reset, catch-up start)",
+        p.bytes_total,
+        p.mb_per_s,
+        p.elapsed_ms as f64 / 1000.0
+    );
+    println!(
+        "writer on the leader (1 KiB puts, 32 in flight, quorum): {before:.0}/s before, {during:.0}/s during the transfer ({:.0}%)",
+        during / before * 100.0
+    );
+    assert_identical(&c, f, "bench").await;
+    c.shutdown().await;
+}
