@@ -116,7 +116,9 @@ impl FaultOptions {
     /// [`FaultOptions::new`] with `default_rounds`, overridden by the environment:
     /// `WALSHIP_FAULT_SEED` (decimal or `0x` hex; random when unset),
     /// `WALSHIP_FAULT_ROUNDS`, `WALSHIP_FAULT_DURATION` (humantime, e.g. `5m`; with
-    /// no `WALSHIP_FAULT_ROUNDS` the run is then bounded by time only).
+    /// no `WALSHIP_FAULT_ROUNDS` the run is then bounded by time only),
+    /// `WALSHIP_FAULT_NODES` (3–9), `WALSHIP_FAULT_WRITERS`, `WALSHIP_FAULT_READERS`,
+    /// `WALSHIP_FAULT_ELECTION_TIMEOUT` (humantime; the heartbeat is a sixth of it).
     pub fn from_env(default_rounds: usize) -> Result<FaultOptions, FaultError> {
         let seed = match std::env::var("WALSHIP_FAULT_SEED") {
             Ok(v) if !v.trim().is_empty() => parse_seed(&v).ok_or(FaultError::BadSetting {
@@ -157,7 +159,55 @@ impl FaultOptions {
         };
         let mut o = FaultOptions::new(seed, rounds);
         o.budget = budget;
+        if let Some(v) = env_usize("WALSHIP_FAULT_NODES")? {
+            if !(3..=9).contains(&v) {
+                return Err(FaultError::BadSetting {
+                    name: "WALSHIP_FAULT_NODES",
+                    value: v.to_string(),
+                    reason: "between 3 and 9 nodes".into(),
+                });
+            }
+            o.spec.nodes = v;
+        }
+        if let Some(v) = env_usize("WALSHIP_FAULT_WRITERS")? {
+            o.writers = v.max(1);
+        }
+        if let Some(v) = env_usize("WALSHIP_FAULT_READERS")? {
+            o.readers = v;
+        }
+        if let Ok(v) = std::env::var("WALSHIP_FAULT_ELECTION_TIMEOUT") {
+            let et = humantime::parse_duration(v.trim()).map_err(|e| FaultError::BadSetting {
+                name: "WALSHIP_FAULT_ELECTION_TIMEOUT",
+                value: v.clone(),
+                reason: e.to_string(),
+            })?;
+            if et < Duration::from_millis(60) {
+                return Err(FaultError::BadSetting {
+                    name: "WALSHIP_FAULT_ELECTION_TIMEOUT",
+                    value: v,
+                    reason: "at least 60ms".into(),
+                });
+            }
+            o.spec.election_timeout = et;
+            o.spec.heartbeat = et / 6;
+        }
         Ok(o)
+    }
+}
+
+fn env_usize(name: &'static str) -> Result<Option<usize>, FaultError> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => {
+            v.trim()
+                .parse::<usize>()
+                .map(Some)
+                .map_err(|e| FaultError::BadSetting {
+                    name,
+                    value: v.clone(),
+                    reason: e.to_string(),
+                })
+        }
+        _ => Ok(None),
     }
 }
 
@@ -522,6 +572,8 @@ struct History {
     failed: AtomicU64,
     refused: AtomicU64,
     reads_failed: AtomicU64,
+    /// Failed reads by cause.
+    read_failures: Mutex<BTreeMap<&'static str, u64>>,
     /// Per writer: the highest seq sent.
     max_seq: Mutex<Vec<u64>>,
 }
@@ -700,6 +752,13 @@ async fn reader_loop(
         );
         let r = client.get(&url).send().await;
         let mut ok = false;
+        let mut cause = "other";
+        match &r {
+            Err(e) if e.is_connect() => cause = "node down",
+            Err(e) if e.is_timeout() => cause = "no answer (stopped node)",
+            Ok(resp) if resp.status().as_u16() == 504 => cause = "min_lsn not reached in 1s",
+            _ => {}
+        }
         if let Ok(resp) = r {
             let code = resp.status().as_u16();
             if code == 200 || code == 404 {
@@ -760,6 +819,7 @@ async fn reader_loop(
         }
         if !ok {
             hist.reads_failed.fetch_add(1, Ordering::Relaxed);
+            *hist.read_failures.lock().entry(cause).or_default() += 1;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -800,6 +860,10 @@ pub struct FaultReport {
     pub reads: u64,
     /// Reads that failed (timeouts, `min_lsn` not reached in time, node down).
     pub reads_failed: u64,
+    /// Failed reads by cause.
+    pub read_failures: BTreeMap<&'static str, u64>,
+    /// Divergent WAL tails cut by rejoining nodes (counted in the node logs).
+    pub tails_cut: usize,
     /// Acknowledged writes missing from the committed log of some node (the
     /// maximum over nodes). Must be 0.
     pub writes_lost: u64,
@@ -856,8 +920,19 @@ impl fmt::Display for FaultReport {
         )?;
         writeln!(
             f,
-            "  reads: {} checked, {} failed (node down or min_lsn not reached in time)",
-            self.reads, self.reads_failed
+            "  reads: {} checked, {} failed ({})",
+            self.reads,
+            self.reads_failed,
+            self.read_failures
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+        writeln!(
+            f,
+            "  divergent WAL tails cut by rejoining nodes: {}",
+            self.tails_cut
         )?;
         writeln!(
             f,
@@ -1125,6 +1200,10 @@ async fn drive(
     report.writes_refused = hist.refused.load(Ordering::Relaxed);
     report.reads = hist.reads.lock().len() as u64;
     report.reads_failed = hist.reads_failed.load(Ordering::Relaxed);
+    report.read_failures = hist.read_failures.lock().clone();
+    report.tails_cut = (0..n)
+        .map(|i| c.log_lines(i, "cut this node's divergent WAL tail").len())
+        .sum();
     report.violations = std::mem::take(&mut *hist.violations.lock());
     Ok(report)
 }
@@ -1594,18 +1673,22 @@ fn check_reads(log: &[LogRec], reads: &[ReadObs], names: &[String]) -> Vec<Strin
     let mut out = Vec::new();
     let name = |i: usize| names.get(i).cloned().unwrap_or_else(|| format!("#{i}"));
     let mut puts: HashMap<&str, Vec<(u64, &[u8])>> = HashMap::new();
+    // (key, value) -> index in puts[key] (values are unique; the first wins).
+    let mut index: HashMap<(&str, &[u8]), usize> = HashMap::new();
     for r in log.iter().filter(|r| r.kind == "put") {
         if let (Some(k), Some(v)) = (&r.key, &r.value) {
-            puts.entry(k.as_str())
-                .or_default()
-                .push((r.end, v.as_slice()));
+            let list = puts.entry(k.as_str()).or_default();
+            index
+                .entry((k.as_str(), v.as_slice()))
+                .or_insert(list.len());
+            list.push((r.end, v.as_slice()));
         }
     }
     for rd in reads {
         let list = puts.get(rd.key.as_str()).map(Vec::as_slice).unwrap_or(&[]);
         let idx = match &rd.value {
             None => None,
-            Some(v) => match list.iter().position(|(_, pv)| *pv == v.as_bytes()) {
+            Some(v) => match index.get(&(rd.key.as_str(), v.as_bytes())).copied() {
                 Some(p) => Some(p),
                 None => {
                     out.push(format!(
