@@ -752,13 +752,18 @@ async fn reader_loop(
         );
         let r = client.get(&url).send().await;
         let mut ok = false;
-        let mut cause = "other";
-        match &r {
-            Err(e) if e.is_connect() => cause = "node down",
-            Err(e) if e.is_timeout() => cause = "no answer (stopped node)",
-            Ok(resp) if resp.status().as_u16() == 504 => cause = "min_lsn not reached in 1s",
-            _ => {}
-        }
+        let cause = match &r {
+            Err(e) if e.is_connect() => "node down",
+            Err(e) if e.is_timeout() => "no answer (stopped node)",
+            Err(_) => "connection lost",
+            Ok(resp) => match resp.status().as_u16() {
+                504 => "min_lsn not reached in 1s",
+                500 => "HTTP 500",
+                503 => "HTTP 503",
+                200 | 404 => "answer cut off",
+                _ => "other HTTP status",
+            },
+        };
         if let Ok(resp) = r {
             let code = resp.status().as_u16();
             if code == 200 || code == 404 {
