@@ -440,6 +440,12 @@ pub async fn cluster_status(http: &Http) -> Result<Value, String> {
                 n["lag_bytes"] = f["lag_bytes"].clone();
                 n["lag_seconds"] = f["lag_seconds"].clone();
                 n["sync_state"] = f["sync_state"].clone();
+                n["safe_wal_size"] = f["safe_wal_size"].clone();
+                // The leader's retention cut it loose: that is its state, even
+                // while it is down or does not know yet.
+                if f["state"] == "needs_rebuild" {
+                    n["state"] = f["state"].clone();
+                }
             }
         }
     }

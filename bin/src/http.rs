@@ -61,6 +61,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/admin/resume", post(admin_resume))
         .route("/v1/admin/rebuild", post(admin_rebuild))
         .route("/v1/admin/digest", get(state_digest))
+        .route("/v1/admin/checkpoint", post(admin_checkpoint))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(shared)
 }
@@ -695,6 +696,32 @@ async fn admin_rebuild(State(shared): S, headers: HeaderMap) -> Response {
         )
             .into_response(),
         Err(e) => error(StatusCode::CONFLICT, "refused", e),
+    }
+}
+
+/// `POST /v1/admin/checkpoint`: write a checkpoint of this node's applied state now
+/// (PostgreSQL's `CHECKPOINT`). 200 `{"lsn", "term", "entries", "bytes", "written"}`
+/// (`written: false` when the newest checkpoint already covers the applied state).
+async fn admin_checkpoint(State(shared): S, headers: HeaderMap) -> Response {
+    if !authorized(&shared, &headers) {
+        return unauthorized();
+    }
+    match crate::node::checkpointer::checkpoint_now(&shared, "admin").await {
+        Ok(written) => {
+            let last = shared.ckpt.last.lock().clone();
+            match last {
+                Some(m) => Json(json!({
+                    "lsn": m.lsn.to_string(),
+                    "term": m.term,
+                    "entries": m.entries,
+                    "bytes": m.len,
+                    "written": written.is_some(),
+                }))
+                .into_response(),
+                None => Json(json!({"lsn": null, "written": false})).into_response(),
+            }
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "checkpoint_failed", e),
     }
 }
 

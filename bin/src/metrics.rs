@@ -70,6 +70,23 @@ pub struct Metrics {
     pub basebackups_served_total: IntCounter,
     /// Checkpoint bytes this node sent to rebuilding followers.
     pub basebackup_sent_bytes_total: IntCounter,
+    /// Checkpoints written.
+    pub checkpoints_total: IntCounter,
+    /// Checkpoints that failed.
+    pub checkpoint_failures_total: IntCounter,
+    /// LSN of the newest checkpoint.
+    pub checkpoint_lsn: IntGauge,
+    /// Size of the newest checkpoint file.
+    pub checkpoint_bytes: IntGauge,
+    /// Duration of the last checkpoint (snapshot + write + fsync).
+    pub checkpoint_duration_seconds: prometheus::Gauge,
+    /// Records replayed from the local WAL at start-up (after the checkpoint).
+    pub startup_replayed_records: IntGauge,
+    /// WAL segments removed by retention.
+    pub wal_removed_segments_total: IntCounter,
+    /// Per follower, WAL bytes it may still fall behind before it is cut loose
+    /// (leader only; label `follower`).
+    pub follower_safe_wal_size_bytes: IntGaugeVec,
 }
 
 fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -224,6 +241,40 @@ impl Metrics {
                 "walship_basebackup_sent_bytes_total",
                 "Checkpoint bytes this leader sent to rebuilding nodes",
             ),
+            checkpoints_total: counter("walship_checkpoints_total", "Checkpoints written"),
+            checkpoint_failures_total: counter(
+                "walship_checkpoint_failures_total",
+                "Checkpoints that failed (the previous one stays in use)",
+            ),
+            checkpoint_lsn: IntGauge::new(
+                "walship_checkpoint_lsn_bytes",
+                "LSN covered by the newest checkpoint",
+            )
+            .unwrap_or_else(|e| panic!("{e}")),
+            checkpoint_bytes: IntGauge::new(
+                "walship_checkpoint_bytes",
+                "Size of the newest checkpoint file",
+            )
+            .unwrap_or_else(|e| panic!("{e}")),
+            checkpoint_duration_seconds: prometheus::Gauge::new(
+                "walship_checkpoint_duration_seconds",
+                "Duration of the last checkpoint (snapshot, write, fsync)",
+            )
+            .unwrap_or_else(|e| panic!("{e}")),
+            startup_replayed_records: IntGauge::new(
+                "walship_startup_replayed_records",
+                "Records replayed from the local WAL at start-up, after the loaded checkpoint",
+            )
+            .unwrap_or_else(|e| panic!("{e}")),
+            wal_removed_segments_total: counter(
+                "walship_wal_removed_segments_total",
+                "WAL segments removed by retention",
+            ),
+            follower_safe_wal_size_bytes: gauge_vec(
+                "walship_follower_safe_wal_size_bytes",
+                "WAL bytes the follower may still fall behind before it is cut loose (wal.max_retained)",
+                &["follower"],
+            ),
             registry,
         };
         // Pre-create the outcomes alerts watch, so that the first one counts
@@ -265,6 +316,14 @@ impl Metrics {
             Box::new(m.rebuild_received_bytes_total.clone()),
             Box::new(m.basebackups_served_total.clone()),
             Box::new(m.basebackup_sent_bytes_total.clone()),
+            Box::new(m.checkpoints_total.clone()),
+            Box::new(m.checkpoint_failures_total.clone()),
+            Box::new(m.checkpoint_lsn.clone()),
+            Box::new(m.checkpoint_bytes.clone()),
+            Box::new(m.checkpoint_duration_seconds.clone()),
+            Box::new(m.startup_replayed_records.clone()),
+            Box::new(m.wal_removed_segments_total.clone()),
+            Box::new(m.follower_safe_wal_size_bytes.clone()),
         ];
         for c in all {
             r.register(c)

@@ -1,6 +1,8 @@
 //! The `/status` document (INTERFACE.md), shared by HTTP, the binary protocol
 //! and `walship status`.
 
+use std::sync::atomic::Ordering;
+
 use serde_json::{json, Value};
 
 use crate::node::{Role, Shared};
@@ -12,6 +14,7 @@ fn lsn(v: u64) -> String {
 /// The status of this node as JSON. LSNs are `X/X` strings.
 pub fn status_json(shared: &Shared) -> Value {
     let role = shared.role();
+    let startup = &shared.ckpt.startup;
     let fv = shared.follower.lock().clone();
     let write = shared.wal.write_lsn().0;
     let flush = *shared.flush_tx.borrow();
@@ -36,6 +39,17 @@ pub fn status_json(shared: &Shared) -> Value {
         "commit_lsn": lsn(shared.commit_lsn()),
         "apply_lsn": lsn(shared.applied_lsn()),
         "first_lsn": lsn(shared.wal.first_lsn().0),
+        "checkpoint": shared.ckpt.last.lock().as_ref().map(|m| json!({
+            "lsn": lsn(m.lsn.0), "term": m.term, "entries": m.entries, "bytes": m.len,
+        })),
+        "replayed_at_startup": startup.replayed.load(Ordering::Relaxed),
+        "startup": {
+            "checkpoint_lsn": startup.checkpoint_lsn.map(lsn),
+            "replay_to_lsn": lsn(startup.target_lsn),
+            "replayed_records": startup.replayed.load(Ordering::Relaxed),
+            "done": startup.done.load(Ordering::Relaxed),
+            "duration_ms": startup.done.load(Ordering::Relaxed).then(|| startup.duration_ms.load(Ordering::Relaxed)),
+        },
         "members": shared.cfg.members.iter().map(|m| json!({
             "id": m.id, "addr": m.addr.to_string(), "http": m.http.to_string(), "priority": m.priority,
         })).collect::<Vec<_>>(),
@@ -59,16 +73,23 @@ pub fn status_json(shared: &Shared) -> Value {
     if let Some((gate, progress)) = leader {
         let reports = progress.lock().report();
         let states = shared.follower_states.lock().clone();
+        let retention = crate::node::retention::members(shared);
         let mut followers = Vec::new();
         for m in &shared.cfg.members {
             if m.id == shared.cfg.node_id {
                 continue;
             }
             let r = reports.iter().find(|r| r.id == m.id);
-            let state = states
-                .get(&m.id)
-                .map(|s| s.as_str())
-                .unwrap_or("disconnected");
+            let ret = retention.iter().find(|x| x.id == m.id);
+            let state = if ret.is_some_and(|x| x.cut_loose) {
+                "needs_rebuild"
+            } else {
+                states
+                    .get(&m.id)
+                    .map(|s| s.as_str())
+                    .unwrap_or("disconnected")
+            };
+            let safe_wal_size = ret.map(|x| x.safe_wal_size).unwrap_or(0);
             let sync_state = gate.sync_state(&m.id).as_str();
             followers.push(match r {
                 Some(r) => json!({
@@ -83,6 +104,7 @@ pub fn status_json(shared: &Shared) -> Value {
                     "flush_lag_seconds": r.flush_lag_us.map(|v| v as f64 / 1e6),
                     "replay_lag_seconds": r.replay_lag_us.map(|v| v as f64 / 1e6),
                     "sync_state": sync_state,
+                    "safe_wal_size": safe_wal_size,
                 }),
                 None => json!({
                     "id": m.id,
@@ -93,6 +115,7 @@ pub fn status_json(shared: &Shared) -> Value {
                     "lag_bytes": write,
                     "lag_seconds": 0.0,
                     "sync_state": sync_state,
+                    "safe_wal_size": safe_wal_size,
                 }),
             });
         }

@@ -544,7 +544,7 @@ pub fn load(path: &Path) -> Result<(CheckpointMeta, KvStore), CheckpointError> {
     let map = map.unwrap_or_default();
     Ok((
         meta.clone(),
-        KvStore::restore(map, meta.lsn.0, records_applied),
+        KvStore::restore(map, meta.lsn.0, meta.term, records_applied),
     ))
 }
 
@@ -699,6 +699,7 @@ mod tests {
         assert_eq!(kv2.digest(), kv.digest());
         assert_eq!(kv2.applied_lsn(), kv.applied_lsn());
         assert_eq!(kv2.records_applied(), kv.records_applied());
+        assert_eq!(kv2.applied_term(), 2);
         assert_eq!(
             parse_file_name(&file_name(Lsn(0xAB_CDEF))),
             Some(Lsn(0xAB_CDEF))

@@ -97,6 +97,7 @@ pub fn decode_put(payload: &[u8]) -> Result<(&[u8], &[u8]), PayloadError> {
 pub struct KvStore {
     map: HashMap<Bytes, Bytes>,
     applied_lsn: u64,
+    applied_term: u64,
     records_applied: u64,
     malformed: u64,
 }
@@ -122,15 +123,28 @@ impl KvStore {
         self.map.is_empty()
     }
 
-    /// A map restored from a checkpoint: `map` as of `applied_lsn`, built by
-    /// `records_applied` records (see [`crate::checkpoint`]).
-    pub fn restore(map: HashMap<Bytes, Bytes>, applied_lsn: u64, records_applied: u64) -> KvStore {
+    /// A map restored from a checkpoint: `map` as of `applied_lsn` (the record
+    /// ending there has term `applied_term`), built by `records_applied` records
+    /// (see [`crate::checkpoint`]).
+    pub fn restore(
+        map: HashMap<Bytes, Bytes>,
+        applied_lsn: u64,
+        applied_term: u64,
+        records_applied: u64,
+    ) -> KvStore {
         KvStore {
             map,
             applied_lsn,
+            applied_term,
             records_applied,
             malformed: 0,
         }
+    }
+
+    /// Term of the last record applied (0 before any): what a checkpoint of this
+    /// state records as its term.
+    pub fn applied_term(&self) -> u64 {
+        self.applied_term
     }
 
     /// Records applied to build this state (including those counted in the
@@ -191,6 +205,7 @@ impl StateMachine for KvStore {
         }
         self.records_applied += 1;
         self.applied_lsn = r.end;
+        self.applied_term = r.term;
     }
 
     fn applied_lsn(&self) -> u64 {

@@ -116,3 +116,38 @@ fn poisoned_leader_fails_its_followers() {
     }
     assert_eq!(wal.flush_lsn(), Lsn(0));
 }
+
+#[test]
+fn remove_before_drops_whole_flushed_segments_and_appends_continue() {
+    let d = tempfile::tempdir().unwrap();
+    let (wal, _) = Wal::open(d.path(), opts()).unwrap();
+    let payload = vec![7u8; 100_000];
+    let mut ends = Vec::new();
+    for _ in 0..40 {
+        ends.push(wal.append(1, kind::FIRST_APP, &payload).unwrap().end);
+    }
+    // Nothing flushed yet: nothing may go.
+    assert_eq!(wal.remove_before(Lsn(3 << 20)).unwrap(), 0);
+    wal.flush(wal.write_lsn()).unwrap();
+    let n = wal.remove_before(Lsn(3 << 20)).unwrap();
+    assert_eq!(n, 3, "segments [0, 3MiB) removed");
+    assert_eq!(wal.first_lsn(), Lsn(3 << 20));
+    for start in [0u64, 1 << 20, 2 << 20] {
+        assert!(!d.path().join(format!("{start:016X}.wal")).exists());
+    }
+    assert!(d.path().join(format!("{:016X}.wal", 3u64 << 20)).exists());
+    assert!(matches!(
+        wal.reader(Lsn(0)).map(|_| ()),
+        Err(WalError::NotRetained { .. })
+    ));
+    // Appends and reads above the new start go on; a reopen agrees.
+    let last = wal.append(1, kind::FIRST_APP, b"after").unwrap();
+    wal.flush(last.end).unwrap();
+    let mut r = wal.reader(Lsn(3 << 20)).unwrap();
+    assert!(r.next().unwrap().is_ok());
+    drop(r);
+    drop(wal);
+    let (wal, rep) = Wal::open(d.path(), opts()).unwrap();
+    assert_eq!(rep.first_lsn, Lsn(3 << 20));
+    assert_eq!(wal.write_lsn(), last.end);
+}

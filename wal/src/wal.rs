@@ -167,6 +167,12 @@ pub(crate) struct Inner {
     /// Group-commit leadership, also taken by truncate/reset (order: flush gate,
     /// then writer mutex, then history mutex).
     flush_gate: FlushGate,
+    /// Held by `remove_before` for its whole run (file deletion and directory
+    /// fsync happen outside the writer mutex, so removal never blocks appends), and
+    /// by `truncate_after` / `reset_with_history` before anything else, so they never
+    /// create a segment file that a removal still in progress would delete.
+    /// Order: retention, then flush gate, then writer, then history.
+    retention: Mutex<()>,
     history: Mutex<Vec<TermSpan>>,
     /// Touch-ahead thread state (see `toucher.rs`).
     pub touch: TouchAhead,
@@ -699,6 +705,7 @@ impl Wal {
                 alloc_warned: None,
             }),
             flush_gate: FlushGate::new(),
+            retention: Mutex::new(()),
             history: Mutex::new(hist),
             populate: AtomicBool::new(!touch.populates()),
             touch,
@@ -1192,6 +1199,7 @@ impl Wal {
         self.check_poisoned()?;
         let inner = &*self.inner;
         let size = inner.seg_size;
+        let _r = inner.retention.lock();
         let _f = inner.flush_gate.lead();
         let mut w = inner.writer.lock();
         let old = w.pos;
@@ -1338,18 +1346,30 @@ impl Wal {
     /// directory fsync poisons the WAL). Returns how
     /// many segment files were removed. Readers holding a removed segment keep their
     /// mapping; new reads below the new `first_lsn` get `NotRetained`.
+    ///
+    /// Appends are not blocked by the file deletions: the writer mutex is held only
+    /// to pick the victims; the files are deleted and the directory fsynced after it
+    /// is released, under the retention mutex (which `truncate_after` and `reset`
+    /// take first).
     pub fn remove_before(&self, lsn: Lsn) -> Result<usize, WalError> {
         self.check_poisoned()?;
         let inner = &*self.inner;
-        let w = inner.writer.lock();
-        let limit = lsn.0.min(inner.flush_lsn.load(Ordering::Acquire));
-        let victims: Vec<Arc<Segment>> = inner
-            .segments
-            .read()
-            .values()
-            .filter(|s| s.end() <= limit && s.start < w.cur.start)
-            .cloned()
-            .collect();
+        let _r = inner.retention.lock();
+        // The writer mutex only to pick the victims: they lie wholly below the
+        // writer's segment, and nothing else that moves the log start or the
+        // writer backwards (truncate_after, reset) runs while `retention` is held.
+        let (victims, log_start) = {
+            let w = inner.writer.lock();
+            let limit = lsn.0.min(inner.flush_lsn.load(Ordering::Acquire));
+            let victims: Vec<Arc<Segment>> = inner
+                .segments
+                .read()
+                .values()
+                .filter(|s| s.end() <= limit && s.start < w.cur.start)
+                .cloned()
+                .collect();
+            (victims, w.log_start)
+        };
         if victims.is_empty() {
             return Ok(0);
         }
@@ -1361,7 +1381,7 @@ impl Wal {
         let mut n = 0;
         let mut failed = None;
         for s in &victims {
-            let new_first = s.end().max(w.log_start);
+            let new_first = s.end().max(log_start);
             inner.first_lsn.store(new_first, Ordering::Release);
             inner.segments.write().remove(&s.start);
             if let Err(e) = unlink(&s.path, fp::REMOVE_UNLINK) {
@@ -1434,6 +1454,7 @@ impl Wal {
             .copied()
             .collect();
         history::validate(&hist).map_err(WalError::InvalidArgument)?;
+        let _r = inner.retention.lock();
         let _f = inner.flush_gate.lead();
         let mut w = inner.writer.lock();
         let res = (|| -> Result<Arc<Segment>, WalError> {

@@ -6,6 +6,7 @@
 //! once, in LSN order; the applied LSN only grows (except when the state is
 //! rebuilt from scratch after a truncation below it, which is logged).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use receiver::state::{Applied, StateMachine};
@@ -29,7 +30,23 @@ pub async fn run(shared: Arc<Shared>) {
             match result {
                 Ok(Ok(n)) if n > 0 => continue,
                 Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
+                Ok(Err(ApplyError::Gap { applied, first })) => {
+                    if shared
+                        .ckpt
+                        .gap_logged
+                        .swap(first, std::sync::atomic::Ordering::Relaxed)
+                        != first
+                    {
+                        tracing::error!(
+                            applied = %wal::Lsn(applied),
+                            first = %wal::Lsn(first),
+                            "the next record to apply is below the oldest retained WAL (no checkpoint covers the gap); the node applies nothing, keeps its state as of {} and needs a rebuild",
+                            wal::Lsn(applied)
+                        );
+                    }
+                    shared.follower.lock().needs_rebuild = true;
+                }
+                Ok(Err(ApplyError::Wal(e))) => {
                     tracing::error!(
                         applied = %wal::Lsn(applied),
                         commit = %wal::Lsn(limit),
@@ -50,10 +67,37 @@ pub async fn run(shared: Arc<Shared>) {
     }
 }
 
+/// Why a batch could not be applied.
+#[derive(Debug, thiserror::Error)]
+enum ApplyError {
+    /// The WAL could not be read.
+    #[error(transparent)]
+    Wal(#[from] wal::WalError),
+    /// The next record to apply is below the oldest retained WAL: applying what
+    /// follows would build half a state.
+    #[error("applied LSN {applied} is below the oldest retained WAL {first}")]
+    Gap {
+        /// The state's applied LSN.
+        applied: u64,
+        /// The WAL's first LSN.
+        first: u64,
+    },
+}
+
 /// Apply committed records from the applied LSN up to `limit` (at most one batch).
-fn apply_batch(shared: &Shared, limit: u64) -> Result<usize, wal::WalError> {
+/// Records ending at or below the start-up replay target are counted as the
+/// start-up replay.
+fn apply_batch(shared: &Shared, limit: u64) -> Result<usize, ApplyError> {
     let mut kv = shared.kv.write();
-    let from = kv.applied_lsn().max(shared.wal.first_lsn().0);
+    let applied = kv.applied_lsn();
+    let first = shared.wal.first_lsn().0;
+    if applied < first {
+        return Err(ApplyError::Gap { applied, first });
+    }
+    let from = applied;
+    let startup = &shared.ckpt.startup;
+    let replay_target = startup.target_lsn;
+    let mut replayed = 0u64;
     let mut reader = shared.wal.reader(wal::Lsn(from))?;
     let mut n = 0;
     while n < APPLY_BATCH_RECORDS {
@@ -69,10 +113,31 @@ fn apply_batch(shared: &Shared, limit: u64) -> Result<usize, wal::WalError> {
             kind: rec.kind,
             payload: rec.payload,
         });
+        if rec.end.0 <= replay_target {
+            replayed += 1;
+        }
         n += 1;
     }
     let applied = kv.applied_lsn().max(from);
     drop(kv);
+    if replayed > 0 {
+        let total = startup.replayed.fetch_add(replayed, Ordering::Relaxed) + replayed;
+        shared.metrics.startup_replayed_records.set(total as i64);
+    }
+    if applied >= replay_target && !startup.done.swap(true, Ordering::AcqRel) {
+        let ms = startup
+            .started
+            .map(|s| s.elapsed().as_millis() as u64)
+            .unwrap_or(0);
+        startup.duration_ms.store(ms, Ordering::Relaxed);
+        tracing::info!(
+            records = startup.replayed.load(Ordering::Relaxed),
+            from = %wal::Lsn(startup.checkpoint_lsn.unwrap_or(0)),
+            to = %wal::Lsn(replay_target),
+            since_start_ms = ms,
+            "start-up replay finished: the local WAL after the checkpoint is applied"
+        );
+    }
     shared.metrics.records_applied.inc_by(n as u64);
     shared.applied_tx.send_if_modified(|a| {
         if applied > *a {

@@ -195,27 +195,26 @@ async fn choose_checkpoint(shared: &Arc<Shared>, pin: &PinGuard) -> Result<Check
             "the newest checkpoint is older than the oldest retained WAL; taking a new one for the rebuild"
         );
     }
-    // A snapshot of the applied state: the clone shares the key/value bytes.
-    let snapshot = shared.kv.read().clone();
-    let lsn = receiver::state::StateMachine::applied_lsn(&snapshot);
-    pin.set(lsn);
-    if shared.wal.first_lsn().0 > lsn {
+    // A checkpoint of the applied state, by the node's checkpointer (one writer
+    // at a time); the pin stays at the oldest retained LSN until it is written,
+    // and retention never removes WAL above the newest checkpoint.
+    tracing::info!(applied = %wal::Lsn(shared.applied_lsn()), "taking a checkpoint for a rebuild");
+    super::checkpointer::checkpoint_now(shared, "rebuild").await?;
+    let m = shared
+        .ckpt
+        .last
+        .lock()
+        .clone()
+        .ok_or_else(|| "no checkpoint could be taken (nothing applied yet)".to_string())?;
+    pin.set(m.lsn.0);
+    if shared.wal.first_lsn() > m.lsn {
         return Err(format!(
-            "the applied state ({}) is below the oldest retained WAL ({})",
-            wal::Lsn(lsn),
+            "the newest checkpoint ({}) is below the oldest retained WAL ({})",
+            m.lsn,
             shared.wal.first_lsn()
         ));
     }
-    let term = if lsn == 0 {
-        0
-    } else {
-        shared.wal.term_at(wal::Lsn(lsn - 1)).unwrap_or(0)
-    };
-    tracing::info!(lsn = %wal::Lsn(lsn), keys = snapshot.len(), "taking a checkpoint for a rebuild");
-    tokio::task::spawn_blocking(move || checkpoint::write(&dir, &snapshot, wal::Lsn(lsn), term))
-        .await
-        .map_err(|e| format!("checkpoint task failed: {e}"))?
-        .map_err(|e| e.to_string())
+    Ok(m)
 }
 
 /// Blocking reader: hashes the whole file, sends `[start, total)` in chunks.

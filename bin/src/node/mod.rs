@@ -14,12 +14,14 @@
 
 pub mod applier;
 pub mod basebackup;
+pub mod checkpointer;
 pub mod election;
 pub mod flusher;
 pub mod listener;
 pub mod pins;
 pub mod rebuild;
 pub mod replica;
+pub mod retention;
 pub mod role;
 pub mod sampler;
 pub mod serve;
@@ -184,6 +186,8 @@ pub struct Shared {
     /// WAL retention pins (a leader serving a rebuild pins the checkpoint's
     /// LSN); retention never removes WAL at or above the lowest pin.
     pub retention_pins: Arc<pins::RetentionPins>,
+    /// Checkpoints, start-up replay and retention state.
+    pub ckpt: checkpointer::CheckpointState,
 }
 
 impl Shared {

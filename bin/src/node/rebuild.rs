@@ -614,12 +614,17 @@ async fn run_once(shared: &Arc<Shared>) -> Result<(), String> {
     // Step 6: no receiver runs (stopped above, and `active` keeps it stopped);
     // the applier and every reader of the state wait on its lock.
     let s = shared.clone();
+    let installed = meta.clone();
     blocking("reset the WAL", move || {
+        // Lock order: checkpoint writer, then the state (no checkpoint of the old
+        // state can land after this).
+        let _w = s.ckpt.write_lock.lock();
         let mut state = s.kv.write();
         s.wal
             .reset_with_history(wal::Lsn(lsn), &history)
             .map_err(|e| format!("cannot reset the WAL to start at {}: {e}", wal::Lsn(lsn)))?;
         *state = kv;
+        *s.ckpt.last.lock() = Some(installed);
         s.written_tx.send_replace(lsn);
         s.flush_tx.send_replace(lsn);
         s.applied_tx.send_replace(lsn);
@@ -677,28 +682,4 @@ async fn run_once(shared: &Arc<Shared>) -> Result<(), String> {
         "rebuild done"
     );
     Ok(())
-}
-
-/// At start-up, a node whose WAL no longer starts at 0 (it was rebuilt, or its
-/// old WAL was removed) loads the newest checkpoint that the WAL continues, so
-/// the applier replays only the WAL after it. Returns the loaded LSN.
-pub fn load_checkpoint_at_start(shared: &Shared) -> Result<Option<u64>, String> {
-    if shared.rebuild.is_active() {
-        return Ok(None);
-    }
-    let first = shared.wal.first_lsn().0;
-    let end = shared.wal.write_lsn().0;
-    let dir = checkpoint::dir_in(&shared.cfg.data_dir);
-    let Some((meta, kv)) = checkpoint::load_newest(&dir).map_err(|e| e.to_string())? else {
-        return Ok(None);
-    };
-    if meta.lsn.0 < first || meta.lsn.0 > end {
-        return Ok(None);
-    }
-    let lsn = meta.lsn.0;
-    *shared.kv.write() = kv;
-    shared.applied_tx.send_replace(lsn);
-    shared.raise_commit(lsn);
-    tracing::info!(checkpoint_lsn = %meta.lsn, file = %meta.path.display(), "state loaded from a checkpoint; replaying the WAL after it");
-    Ok(Some(lsn))
 }

@@ -62,16 +62,14 @@ impl ReceiverEvents for Events {
         self.shared.metrics.wal_appended_bytes_total.inc_by(bytes);
     }
     fn truncated(&self, to: u64, _report: &wal::TruncateReport) {
-        let mut kv = self.shared.kv.write();
         use receiver::state::StateMachine;
-        if kv.applied_lsn() > to {
-            tracing::error!(
-                applied = %wal::Lsn(kv.applied_lsn()),
-                cut_at = %wal::Lsn(to),
-                "the cut WAL tail had been applied (it should never have been committed); rebuilding the key-value state from the WAL"
-            );
-            *kv = receiver::state::KvStore::new();
-            self.shared.applied_tx.send_replace(0);
+        // A checkpoint never covers more than the applied state, so only a cut
+        // below the applied LSN concerns the state and the checkpoints.
+        if self.shared.kv.read().applied_lsn() > to {
+            // Loading a checkpoint blocks; this runs on the receiver's task.
+            tokio::task::block_in_place(|| {
+                super::checkpointer::rewind_state(&self.shared, to);
+            });
         }
     }
     fn needs_rebuild(&self, message: &str) {

@@ -48,7 +48,21 @@ pub async fn run(shared: Arc<Shared>) {
         if let Some((gate, progress)) = leader {
             let followers = gate.followers();
             let reports = progress.lock().report();
-            let mut needing_rebuild = 0;
+            let retention = super::retention::members(&shared);
+            for r in &retention {
+                m.follower_safe_wal_size_bytes
+                    .with_label_values(&[&r.id])
+                    .set(r.safe_wal_size as i64);
+            }
+            let mut needing_rebuild = retention
+                .iter()
+                .filter(|r| {
+                    r.cut_loose
+                        && !reports
+                            .iter()
+                            .any(|p| p.id == r.id && p.state == "needs_rebuild")
+                })
+                .count() as i64;
             let mut sync = Vec::new();
             for r in &reports {
                 m.follower_lag_bytes
@@ -92,6 +106,7 @@ pub async fn run(shared: Arc<Shared>) {
             m.follower_lag_seconds.reset();
             m.follower_sync_state.reset();
             m.follower_connected.reset();
+            m.follower_safe_wal_size_bytes.reset();
             m.followers_needing_rebuild.set(0);
         }
         was_leader = shared.leader.lock().is_some();

@@ -6,11 +6,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use receiver::state::KvStore;
+use receiver::state::StateMachine;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use super::{applier, election, flusher, listener, RoleInfo, Shared};
+use super::{applier, checkpointer, election, flusher, listener, RoleInfo, Shared};
 use crate::config::Config;
 use crate::metrics::Metrics;
 
@@ -41,7 +41,8 @@ pub enum StartError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The newest checkpoint could not be loaded.
+    /// The checkpoints could not be read or loaded (a damaged checkpoint is skipped,
+    /// not an error).
     #[error("checkpoint: {0}")]
     Checkpoint(String),
     /// The replication settings cannot be resolved.
@@ -126,6 +127,40 @@ pub async fn start(cfg: Config) -> Result<NodeHandle, StartError> {
         "WAL opened and every retained record checked"
     );
     let wal = Arc::new(wal);
+    let started = std::time::Instant::now();
+    let ckpt_dir = receiver::checkpoint::dir_in(&cfg.data_dir);
+    let loaded = {
+        let wal = wal.clone();
+        let dir = ckpt_dir.clone();
+        tokio::task::spawn_blocking(move || checkpointer::load_at_start(&dir, &wal))
+            .await
+            .map_err(|e| StartError::Checkpoint(format!("checkpoint load task failed: {e}")))?
+            .map_err(|e| StartError::Checkpoint(e.to_string()))?
+    };
+    let startup = checkpointer::StartupReplay {
+        checkpoint_lsn: loaded.meta.as_ref().map(|m| m.lsn.0),
+        target_lsn: report.write_lsn.0,
+        started: Some(started),
+        ..Default::default()
+    };
+    match &loaded.meta {
+        Some(m) => tracing::info!(
+            checkpoint = %m.lsn,
+            term = m.term,
+            entries = m.entries,
+            bytes = m.len,
+            load_ms = started.elapsed().as_millis() as u64,
+            replay_from = %m.lsn,
+            replay_to = %report.write_lsn,
+            "checkpoint loaded; only the WAL after it is replayed"
+        ),
+        None if !loaded.needs_rebuild => tracing::info!(
+            replay_to = %report.write_lsn,
+            "no checkpoint; the key-value state is replayed from the start of the WAL"
+        ),
+        None => {}
+    }
+    let initial_applied = loaded.kv.applied_lsn();
     let store = failover::VoteStore::open(cfg.data_dir.join("vote"))?;
     let persisted = store.load()?;
 
@@ -153,19 +188,22 @@ pub async fn start(cfg: Config) -> Result<NodeHandle, StartError> {
     let (written_tx, written_rx) = watch::channel(end);
     let (flush_tx, _) = watch::channel(wal.flush_lsn().0.min(end));
     let (commit_tx, _) = watch::channel(0u64);
-    let (applied_tx, _) = watch::channel(0u64);
+    let (applied_tx, _) = watch::channel(initial_applied);
     let (role_tx, _) = watch::channel(RoleInfo::starting(persisted.term, persisted.paused));
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
         wal: wal.clone(),
-        kv: parking_lot::RwLock::new(KvStore::new()),
+        kv: parking_lot::RwLock::new(loaded.kv),
         written_tx,
         flush_tx,
         commit_tx,
         applied_tx,
         role_tx,
         leader: Mutex::new(None),
-        follower: Mutex::new(Default::default()),
+        follower: Mutex::new(super::FollowerView {
+            needs_rebuild: loaded.needs_rebuild,
+            ..Default::default()
+        }),
         metrics: Metrics::new(),
         shutdown: shutdown_rx,
         failover_tx,
@@ -173,13 +211,13 @@ pub async fn start(cfg: Config) -> Result<NodeHandle, StartError> {
         receiver_task: tokio::sync::Mutex::new(None),
         rebuild: super::rebuild::RebuildState::new(),
         retention_pins: super::pins::RetentionPins::new(),
+        ckpt: checkpointer::CheckpointState::new(ckpt_dir, loaded.meta.clone(), startup),
     });
-    if !super::rebuild::detect_interrupted(&shared) {
-        let s = shared.clone();
-        tokio::task::spawn_blocking(move || super::rebuild::load_checkpoint_at_start(&s))
-            .await
-            .map_err(|e| StartError::Checkpoint(format!("checkpoint load task failed: {e}")))?
-            .map_err(StartError::Checkpoint)?;
+    // An interrupted rebuild runs again (its state replaces the one loaded above).
+    super::rebuild::detect_interrupted(&shared);
+    if let Some(m) = &loaded.meta {
+        shared.metrics.checkpoint_lsn.set(m.lsn.0 as i64);
+        shared.metrics.checkpoint_bytes.set(m.len as i64);
     }
 
     let flusher = flusher::spawn(
@@ -219,6 +257,8 @@ pub async fn start(cfg: Config) -> Result<NodeHandle, StartError> {
     }
     tasks.push(tokio::spawn(super::sampler::run(shared.clone())));
     tasks.push(tokio::spawn(super::rebuild::supervise(shared.clone())));
+    tasks.push(tokio::spawn(checkpointer::run(shared.clone())));
+    tasks.push(tokio::spawn(super::retention::run(shared.clone())));
     tracing::info!(
         node = %cfg.node_id,
         cluster = %cfg.cluster_id,
@@ -256,7 +296,18 @@ impl NodeHandle {
     /// Returns once every task of the node let go of the WAL (so the data
     /// directory can be opened again, e.g. by a restart in the same process),
     /// or after 10 s with a warning naming the directory.
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(self) {
+        self.stop(true).await
+    }
+
+    /// Like [`NodeHandle::shutdown`] but without the shutdown checkpoint: the data
+    /// directory is left as a crash after the last flush would leave it (the next
+    /// start replays the WAL after the previous checkpoint). For tests and tools.
+    pub async fn stop_without_checkpoint(self) {
+        self.stop(false).await
+    }
+
+    async fn stop(mut self, checkpoint: bool) {
         tracing::info!(node = %self.shared.cfg.node_id, "shutting down: stopping tasks and flushing the WAL");
         if let Some(l) = self.shared.leader.lock().take() {
             l.gate.fail_all("the leader is shutting down");
@@ -285,6 +336,17 @@ impl NodeHandle {
                 tracing::error!(error = %e, "final WAL flush failed; recovery at next start keeps what is durable")
             }
             Err(_) => {}
+        }
+        // The shutdown checkpoint (as PostgreSQL's): the next start replays nothing
+        // that was applied now.
+        if checkpoint {
+            match checkpointer::checkpoint_now(&self.shared, "shutdown").await {
+                Ok(Some(m)) => tracing::info!(lsn = %m.lsn, "shutdown checkpoint written"),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "shutdown checkpoint failed; the next start replays the WAL from the previous checkpoint")
+                }
+            }
         }
         // The shutdown signal ends the flusher thread.
         let flusher = self.flusher.take();

@@ -50,6 +50,14 @@ pub struct Opts {
     pub priorities: Vec<u32>,
     /// Applied to every node's parsed config (index, config) before start.
     pub tweak: Option<fn(usize, &mut Config)>,
+    /// `wal.min_retained`.
+    pub min_retained: &'static str,
+    /// `wal.max_retained`.
+    pub max_retained: &'static str,
+    /// `checkpoint.interval`.
+    pub checkpoint_interval: &'static str,
+    /// `checkpoint.max_wal`.
+    pub checkpoint_max_wal: &'static str,
 }
 
 impl Default for Opts {
@@ -66,6 +74,10 @@ impl Default for Opts {
             segment_size: "1MiB",
             priorities: Vec::new(),
             tweak: None,
+            min_retained: "1GiB",
+            max_retained: "10GiB",
+            checkpoint_interval: "5min",
+            checkpoint_max_wal: "256MiB",
         }
     }
 }
@@ -164,8 +176,12 @@ election_timeout = "{et}"
 
 [wal]
 segment_size = "{seg}"
-min_retained = "1GiB"
-max_retained = "10GiB"
+min_retained = "{min_ret}"
+max_retained = "{max_ret}"
+
+[checkpoint]
+interval = "{ck_int}"
+max_wal = "{ck_wal}"
 "#,
                 data = data.display(),
                 listen = addrs[i].0,
@@ -177,6 +193,10 @@ max_retained = "10GiB"
                 hb = opts.heartbeat,
                 et = opts.election_timeout,
                 seg = opts.segment_size,
+                min_ret = opts.min_retained,
+                max_ret = opts.max_retained,
+                ck_int = opts.checkpoint_interval,
+                ck_wal = opts.checkpoint_max_wal,
             );
             let mut cfg = Config::parse(&text, std::path::Path::new("test.toml"))
                 .unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
@@ -244,6 +264,18 @@ impl Cluster {
                 Err(e) => panic!("node {} failed to start: {e}", self.ids[i]),
             }
         }
+    }
+
+    /// Stop node `i` without the shutdown checkpoint (its data directory is left
+    /// as a crash after the last WAL flush would leave it).
+    pub async fn stop_node_without_checkpoint(&mut self, i: usize) {
+        let h = self.nodes[i].take().expect("node runs");
+        h.stop_without_checkpoint().await;
+    }
+
+    /// Data directory of node `i`.
+    pub fn data_dir(&self, i: usize) -> std::path::PathBuf {
+        self.cfgs[i].data_dir.clone()
     }
 
     /// Clean shutdown of node `i`.

@@ -1,0 +1,394 @@
+//! Checkpoints and WAL retention with real nodes (issue 5, parts 1, 2 and 4):
+//! a restart loads the newest checkpoint and replays only the WAL after it; a
+//! damaged newest checkpoint falls back to the previous one; retention keeps the
+//! segment count bounded under a long write load; a follower stopped past
+//! `wal.max_retained` is cut loose and shows `needs_rebuild`.
+
+mod common;
+
+use common::{wait_for, Cluster, Opts, WAIT};
+use serde_json::Value;
+
+/// Write `n` keys `{prefix}{i}` with `size`-byte values on node `l`; returns the
+/// largest LSN returned.
+async fn write_keys(c: &Cluster, l: usize, prefix: &str, n: usize, size: usize) -> u64 {
+    let client = c.client(l).await;
+    let mut last = 0;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(200) {
+        let futs = chunk.iter().map(|i| {
+            let client = client.clone();
+            let key = format!("{prefix}{i}");
+            let value = vec![b'a' + (i % 26) as u8; size];
+            async move { client.put(key, value, proto::AckLevel::Default).await }
+        });
+        for r in futures::future::join_all(futs).await {
+            last = last.max(r.expect("write").0);
+        }
+    }
+    last
+}
+
+async fn wait_applied(c: &Cluster, i: usize, lsn: u64) {
+    let s = c.shared(i).clone();
+    wait_for("the write applied", WAIT, || s.applied_lsn() >= lsn).await;
+}
+
+async fn admin_checkpoint(c: &Cluster, i: usize) -> Value {
+    let r = c
+        .http
+        .post(format!("{}/v1/admin/checkpoint", c.url(i)))
+        .send()
+        .await
+        .expect("admin checkpoint");
+    assert_eq!(r.status().as_u16(), 200);
+    r.json().await.expect("json")
+}
+
+async fn status(c: &Cluster, i: usize) -> Value {
+    let (st, v) = c.get_json(i, "/status").await;
+    assert_eq!(st, 200);
+    v
+}
+
+/// Wait until node `i` finished its start-up replay; returns its `/status`.
+async fn wait_startup_done(c: &Cluster, i: usize) -> Value {
+    let s = c.shared(i).clone();
+    wait_for("start-up replay done", WAIT, || {
+        s.ckpt
+            .startup
+            .done
+            .load(std::sync::atomic::Ordering::Relaxed)
+    })
+    .await;
+    status(c, i).await
+}
+
+fn lsn_of(v: &Value) -> u64 {
+    v.as_str()
+        .expect("lsn string")
+        .parse::<wal::Lsn>()
+        .expect("lsn")
+        .0
+}
+
+fn metric(c: &Cluster, i: usize, name: &str) -> Option<f64> {
+    c.shared(i)
+        .metrics
+        .render()
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+async fn assert_keys(c: &Cluster, i: usize, prefix: &str, n: usize, size: usize) {
+    let kv = c.shared(i).kv.read();
+    for k in 0..n {
+        let v = kv
+            .get(format!("{prefix}{k}").as_bytes())
+            .unwrap_or_else(|| panic!("key {prefix}{k} missing on {}", c.ids[i]));
+        assert_eq!(v.len(), size);
+        assert_eq!(v[0], b'a' + (k % 26) as u8);
+    }
+}
+
+fn one_node() -> Opts {
+    Opts::new(1, "async")
+}
+
+/// After a checkpoint, a restart (without the shutdown checkpoint, as after a
+/// crash) loads it and replays exactly the records written after it; after a
+/// clean shutdown (shutdown checkpoint) it replays nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restart_after_checkpoint_replays_only_the_tail() {
+    let mut c = Cluster::start(one_node()).await;
+    let l = c.wait_leader().await;
+    let a = write_keys(&c, l, "a", 600, 100).await;
+    wait_applied(&c, l, a).await;
+    let ck = admin_checkpoint(&c, l).await;
+    assert_eq!(ck["written"], true, "{ck}");
+    let ck_lsn = lsn_of(&ck["lsn"]);
+    assert_eq!(ck_lsn, c.shared(l).applied_lsn());
+    assert_eq!(ck["entries"], 600);
+    // Nothing new applied: a second request writes nothing.
+    assert_eq!(admin_checkpoint(&c, l).await["written"], false);
+    let b = write_keys(&c, l, "b", 400, 100).await;
+    wait_applied(&c, l, b).await;
+    let end = c.shared(l).wal.write_lsn().0;
+    let files =
+        receiver::checkpoint::list(&receiver::checkpoint::dir_in(&c.data_dir(0))).expect("list");
+    assert_eq!(files.len(), 1, "{files:?}");
+
+    c.stop_node_without_checkpoint(0).await;
+    c.start_node(0).await;
+    c.wait_leader().await;
+    let st = wait_startup_done(&c, 0).await;
+    assert_eq!(lsn_of(&st["startup"]["checkpoint_lsn"]), ck_lsn, "{st}");
+    assert_eq!(lsn_of(&st["startup"]["replay_to_lsn"]), end, "{st}");
+    assert_eq!(
+        st["replayed_at_startup"], 400,
+        "only the 400 records after the checkpoint are replayed: {st}"
+    );
+    assert_eq!(
+        metric(&c, 0, "walship_startup_replayed_records"),
+        Some(400.0)
+    );
+    assert_keys(&c, 0, "a", 600, 100).await;
+    assert_keys(&c, 0, "b", 400, 100).await;
+    let digest = c.shared(0).kv.read().digest();
+
+    // Clean shutdown: the shutdown checkpoint covers everything applied.
+    let applied = c.shared(0).applied_lsn();
+    c.stop_node(0).await;
+    c.start_node(0).await;
+    c.wait_leader().await;
+    let st = wait_startup_done(&c, 0).await;
+    assert_eq!(lsn_of(&st["startup"]["checkpoint_lsn"]), applied, "{st}");
+    assert_eq!(st["replayed_at_startup"], 0, "{st}");
+    assert_eq!(c.shared(0).kv.read().digest(), digest);
+    assert_eq!(c.shared(0).kv.read().len(), 1000);
+    c.shutdown().await;
+}
+
+/// A damaged newest checkpoint is skipped (the previous one is used and the WAL
+/// after it replayed); with every checkpoint damaged the state is replayed from
+/// the whole WAL. The state is complete either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn damaged_newest_checkpoint_falls_back() {
+    let mut c = Cluster::start(one_node()).await;
+    let l = c.wait_leader().await;
+    let a = write_keys(&c, l, "a", 300, 50).await;
+    wait_applied(&c, l, a).await;
+    let first = lsn_of(&admin_checkpoint(&c, l).await["lsn"]);
+    let b = write_keys(&c, l, "b", 200, 50).await;
+    wait_applied(&c, l, b).await;
+    let second = lsn_of(&admin_checkpoint(&c, l).await["lsn"]);
+    assert!(second > first);
+    let d = write_keys(&c, l, "d", 100, 50).await;
+    wait_applied(&c, l, d).await;
+    let digest = c.shared(l).kv.read().digest();
+    c.stop_node_without_checkpoint(0).await;
+
+    let dir = receiver::checkpoint::dir_in(&c.data_dir(0));
+    let newest = dir.join(receiver::checkpoint::file_name(wal::Lsn(second)));
+    let mut bytes = std::fs::read(&newest).expect("read checkpoint");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&newest, &bytes).expect("damage checkpoint");
+
+    c.start_node(0).await;
+    c.wait_leader().await;
+    let st = wait_startup_done(&c, 0).await;
+    assert_eq!(
+        lsn_of(&st["startup"]["checkpoint_lsn"]),
+        first,
+        "the previous checkpoint is used: {st}"
+    );
+    assert_eq!(st["replayed_at_startup"], 300, "200 + 100 records: {st}");
+    assert_eq!(c.shared(0).kv.read().digest(), digest);
+
+    // Damage the older one too (truncated): the whole WAL is replayed.
+    c.stop_node_without_checkpoint(0).await;
+    let older = dir.join(receiver::checkpoint::file_name(wal::Lsn(first)));
+    let len = std::fs::metadata(&older).expect("meta").len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&older)
+        .and_then(|f| f.set_len(len - 10))
+        .expect("truncate checkpoint");
+    c.start_node(0).await;
+    c.wait_leader().await;
+    let st = wait_startup_done(&c, 0).await;
+    assert!(st["startup"]["checkpoint_lsn"].is_null(), "{st}");
+    let replayed = st["replayed_at_startup"].as_u64().expect("count");
+    // 600 puts plus the TERM_START records of the terms so far.
+    assert!((601..=606).contains(&replayed), "{st}");
+    assert_eq!(c.shared(0).kv.read().digest(), digest);
+    c.shutdown().await;
+}
+
+fn segments_on_disk(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join("wal"))
+        .expect("wal dir")
+        .filter(|e| {
+            e.as_ref()
+                .map(|e| e.file_name().to_string_lossy().ends_with(".wal"))
+                .unwrap_or(false)
+        })
+        .count()
+}
+
+/// Under a long write load (about 24 MiB of WAL through 1 MiB segments), every
+/// node removes WAL below its checkpoint and below the followers' flush LSNs:
+/// the segment count stays bounded, the oldest retained LSN never passes a
+/// node's checkpoint, and a restarted follower still converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retention_keeps_segment_count_bounded() {
+    let mut c = Cluster::start(Opts {
+        min_retained: "2MiB",
+        max_retained: "8MiB",
+        checkpoint_max_wal: "1MiB",
+        ..Opts::new(3, "quorum")
+    })
+    .await;
+    let l = c.wait_leader().await;
+    c.wait_streaming(l).await;
+    // Without retention this load leaves ~25 segments on every node. Retained:
+    // min_retained (2) + checkpoint spacing (1) + rounding and the writer's and
+    // the prepared next segment: at most 7.
+    const BOUND: usize = 7;
+    for round in 0..12 {
+        let end = write_keys(&c, l, &format!("r{round}-"), 500, 4000).await;
+        for i in 0..3 {
+            wait_applied(&c, i, end).await;
+        }
+        for i in 0..3 {
+            let dir = c.data_dir(i);
+            let s = c.shared(i).clone();
+            wait_for("retention catches up", WAIT, || {
+                segments_on_disk(&dir) <= BOUND
+            })
+            .await;
+            // Never below the checkpoint (the restart point) ...
+            let first = s.wal.first_lsn().0;
+            let ck = s.ckpt.last_lsn().unwrap_or(0);
+            assert!(first <= ck, "node {}: first {first} > checkpoint {ck}", i);
+        }
+    }
+    for i in 0..3 {
+        assert!(
+            c.shared(i).wal.first_lsn().0 >= 10 << 20,
+            "node {} removed old WAL",
+            c.ids[i]
+        );
+        assert!(metric(&c, i, "walship_wal_removed_segments_total").unwrap_or(0.0) >= 10.0);
+    }
+    let st = status(&c, l).await;
+    for f in st["followers"].as_array().expect("followers") {
+        assert_eq!(f["state"], "streaming", "{st}");
+        let safe = f["safe_wal_size"].as_u64().expect("safe_wal_size");
+        assert!(safe > 6 << 20 && safe <= 8 << 20, "{st}");
+    }
+    c.wait_converged().await;
+    c.assert_wal_identical();
+    // A follower restarted from its checkpoint and retained WAL converges.
+    let f = (l + 1) % 3;
+    c.restart_node(f).await;
+    c.wait_leader().await;
+    c.put_ok(l, "after-restart", "1", None).await;
+    c.wait_converged().await;
+    assert_keys(&c, f, "r0-", 500, 4000).await;
+    c.shutdown().await;
+}
+
+/// A follower stopped while the leader writes more than `wal.max_retained` is cut
+/// loose: the leader logs it, shows it `needs_rebuild` (status, metric), stops
+/// holding WAL for it and removes it; when the follower returns the leader refuses
+/// it with `wal_not_available` and it shows node state `needs_rebuild`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn follower_stopped_past_max_retained_is_cut_loose() {
+    let mut c = Cluster::start(Opts {
+        min_retained: "1MiB",
+        max_retained: "4MiB",
+        checkpoint_max_wal: "1MiB",
+        ..Opts::new(3, "quorum")
+    })
+    .await;
+    let l = c.wait_leader().await;
+    c.wait_streaming(l).await;
+    let f = (l + 1) % 3;
+    let other = (l + 2) % 3;
+    let end = write_keys(&c, l, "a", 200, 1000).await;
+    wait_applied(&c, f, end).await;
+    let f_id = c.ids[f].clone();
+    c.stop_node(f).await;
+    let f_end = {
+        let st = status(&c, l).await;
+        let fo = st["followers"]
+            .as_array()
+            .expect("followers")
+            .iter()
+            .find(|x| x["id"] == f_id.as_str())
+            .cloned()
+            .expect("f in followers");
+        let safe = fo["safe_wal_size"].as_u64().expect("safe");
+        assert!(safe > 3 << 20, "{fo}");
+        lsn_of(&fo["flush_lsn"])
+    };
+    // ~2 MiB: still within the cap, safe_wal_size shrinks.
+    write_keys(&c, l, "b", 500, 4000).await;
+    let st = status(&c, l).await;
+    let fo = st["followers"]
+        .as_array()
+        .expect("followers")
+        .iter()
+        .find(|x| x["id"] == f_id.as_str())
+        .cloned()
+        .expect("f");
+    assert_ne!(fo["state"], "needs_rebuild", "{fo}");
+    assert!(
+        fo["safe_wal_size"].as_u64().expect("safe") < 3 << 20,
+        "{fo}"
+    );
+    // ~6 MiB more: past the cap.
+    write_keys(&c, l, "c", 1500, 4000).await;
+    let s = c.shared(l).clone();
+    wait_for("the stopped follower is cut loose", WAIT, || {
+        s.ckpt.cut_loose.lock().contains_key(&f_id) && s.wal.first_lsn().0 > f_end
+    })
+    .await;
+    let st = status(&c, l).await;
+    for fo in st["followers"].as_array().expect("followers") {
+        if fo["id"] == f_id.as_str() {
+            assert_eq!(fo["state"], "needs_rebuild", "{st}");
+            assert_eq!(fo["safe_wal_size"], 0, "{st}");
+        } else {
+            assert_eq!(fo["state"], "streaming", "{st}");
+            assert!(fo["safe_wal_size"].as_u64().expect("safe") > 0, "{st}");
+        }
+    }
+    let s2 = c.shared(l).clone();
+    wait_for("metric counts the cut-loose follower", WAIT, || {
+        s2.metrics.followers_needing_rebuild.get() == 1
+    })
+    .await;
+    let safe_metric = format!("walship_follower_safe_wal_size_bytes{{follower=\"{f_id}\"}}");
+    let other_metric = format!(
+        "walship_follower_safe_wal_size_bytes{{follower=\"{}\"}}",
+        c.ids[other]
+    );
+    wait_for(
+        "safe_wal_size metric is 0 for the cut-loose follower",
+        WAIT,
+        || metric(&c, l, &safe_metric) == Some(0.0),
+    )
+    .await;
+    assert!(metric(&c, l, &other_metric).unwrap_or(0.0) > 0.0);
+    // The WAL the follower needs is gone on the leader; the other follower's
+    // progress held nothing back beyond the cap.
+    assert!(c.shared(l).wal.first_lsn().0 > f_end);
+    assert!(c.shared(other).wal.first_lsn().0 > 0);
+
+    // The follower returns: refused with wal_not_available, it shows needs_rebuild.
+    c.start_node(f).await;
+    let sf = c.shared(f).clone();
+    wait_for("the returning follower shows needs_rebuild", WAIT, || {
+        sf.role().state == walship::node::NodeState::NeedsRebuild
+    })
+    .await;
+    let st = status(&c, f).await;
+    assert_eq!(st["state"], "needs_rebuild", "{st}");
+    assert_eq!(st["replication"]["needs_rebuild"], true, "{st}");
+    // Still cut loose on the leader; writes go on with the other follower.
+    c.put_ok(l, "still-writable", "1", None).await;
+    let st = status(&c, l).await;
+    let fo = st["followers"]
+        .as_array()
+        .expect("followers")
+        .iter()
+        .find(|x| x["id"] == f_id.as_str())
+        .cloned()
+        .expect("f");
+    assert_eq!(fo["state"], "needs_rebuild", "{st}");
+    c.shutdown().await;
+}
