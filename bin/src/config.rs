@@ -215,12 +215,31 @@ impl Config {
     /// Parse and validate config text; `path` is used in messages and to resolve
     /// relative `token_file` paths.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        Config::parse_with_resolver(text, path, &system_resolver)
+    }
+
+    /// As [`Config::parse`], with host names in addresses (`listen`, `http_listen`,
+    /// `members[].addr`, `members[].http`) resolved by `resolve` instead of the
+    /// system resolver; a literal `ip:port` never reaches it. `resolve` returns the
+    /// first address a name resolves to, `Ok(None)` if none. Used by the fuzz
+    /// targets, which must not send DNS queries.
+    pub fn parse_with_resolver(
+        text: &str,
+        path: &Path,
+        resolve: &dyn Fn(&str) -> std::io::Result<Option<SocketAddr>>,
+    ) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
             path: path.to_path_buf(),
             message: e.to_string().trim_end().replace('\n', " "),
         })?;
-        raw.validate(path)
+        raw.validate(path, resolve)
     }
+}
+
+/// The resolver [`Config::parse`] uses: the system's (`getaddrinfo`), first address.
+pub fn system_resolver(host_port: &str) -> std::io::Result<Option<SocketAddr>> {
+    use std::net::ToSocketAddrs;
+    Ok(host_port.to_socket_addrs()?.next())
 }
 
 #[derive(Deserialize)]
@@ -394,15 +413,15 @@ pub fn parse_size_str(value: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
-fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
-    use std::net::ToSocketAddrs;
+/// How [`Config::parse_with_resolver`] resolves a host name.
+type Resolver<'a> = &'a dyn Fn(&str) -> std::io::Result<Option<SocketAddr>>;
+
+fn parse_addr(key: &str, value: &str, resolve: Resolver) -> Result<SocketAddr, ConfigError> {
     if let Ok(a) = value.parse::<SocketAddr>() {
         return Ok(a);
     }
-    match value.to_socket_addrs() {
-        Ok(mut it) => it
-            .next()
-            .ok_or_else(|| bad(key, value, "resolves to no address")),
+    match resolve(value) {
+        Ok(it) => it.ok_or_else(|| bad(key, value, "resolves to no address")),
         Err(e) => Err(bad(key, value, format!("not a host:port address ({e})"))),
     }
 }
@@ -416,7 +435,7 @@ fn valid_id(id: &str) -> bool {
 }
 
 impl RawConfig {
-    fn validate(self, path: &Path) -> Result<Config, ConfigError> {
+    fn validate(self, path: &Path, resolve: Resolver) -> Result<Config, ConfigError> {
         if self.cluster_id.is_empty() || self.cluster_id.len() > 128 {
             return Err(bad(
                 "cluster_id",
@@ -431,8 +450,8 @@ impl RawConfig {
                 "must be 1 to 64 characters of letters, digits, '-', '_' or '.'",
             ));
         }
-        let listen = parse_addr("listen", &self.listen)?;
-        let http_listen = parse_addr("http_listen", &self.http_listen)?;
+        let listen = parse_addr("listen", &self.listen, resolve)?;
+        let http_listen = parse_addr("http_listen", &self.http_listen, resolve)?;
         if self.members.is_empty() {
             return Err(bad(
                 "members",
@@ -455,8 +474,8 @@ impl RawConfig {
                 return Err(bad(&key("id"), &m.id, "duplicate member id"));
             }
             members.push(Member {
-                addr: parse_addr(&key("addr"), &m.addr)?,
-                http: parse_addr(&key("http"), &m.http)?,
+                addr: parse_addr(&key("addr"), &m.addr, resolve)?,
+                http: parse_addr(&key("http"), &m.http, resolve)?,
                 id: m.id,
                 priority: m.priority,
             });
@@ -706,6 +725,24 @@ http = "127.0.0.1:7480"
         assert_eq!(parse_size_str("1.5KiB").unwrap(), 1536);
         assert!(parse_size_str("MiB").is_err());
         assert!(parse_size_str("3 parsecs").is_err());
+    }
+
+    #[test]
+    fn host_names_go_to_the_given_resolver() {
+        let text = MIN.replace("addr = \"127.0.0.1:7400\"", "addr = \"node1.example:7400\"");
+        let asked = std::cell::RefCell::new(Vec::new());
+        let resolve = |s: &str| {
+            asked.borrow_mut().push(s.to_string());
+            Ok(Some("10.1.2.3:7400".parse().unwrap()))
+        };
+        let c = Config::parse_with_resolver(&text, Path::new("t.toml"), &resolve).unwrap();
+        assert_eq!(c.members[0].addr, "10.1.2.3:7400".parse().unwrap());
+        // literal addresses never reach the resolver
+        assert_eq!(*asked.borrow(), vec!["node1.example:7400".to_string()]);
+        let none = |_: &str| Ok(None);
+        let e = Config::parse_with_resolver(&text, Path::new("t.toml"), &none).unwrap_err();
+        assert!(e.to_string().contains("members[0].addr"), "{e}");
+        assert!(e.to_string().contains("resolves to no address"), "{e}");
     }
 
     #[test]

@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::record::{self, kind, Invalid};
-use crate::{segment, Lsn, Term, WalError};
+use crate::{recovery, segment, Lsn, Term, WalError};
 
 /// One record as found on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,7 +99,7 @@ pub fn inspect(
     let mut newest_idx = 0;
     for (i, (_, path)) in segs.iter().enumerate().rev() {
         let bytes = std::fs::read(path).map_err(|e| WalError::io(path, e))?;
-        if bytes.iter().any(|&b| b != 0) {
+        if recovery::first_nonzero_in(&bytes).is_some() {
             newest_idx = i;
             break;
         }
@@ -165,7 +165,7 @@ pub fn inspect(
                     out.end_lsn = Lsn(start + off);
                 }
                 Err(Invalid::Zero) if newest => {
-                    if let Some(p) = bytes[off as usize..].iter().position(|&b| b != 0) {
+                    if let Some(p) = recovery::first_nonzero_in(&bytes[off as usize..]) {
                         let at = off + p as u64;
                         out.problems.push(Problem {
                             file: path.clone(),

@@ -214,6 +214,51 @@ pub(crate) fn check(
     Ok(hdr)
 }
 
+/// A record that passed every check of [`validate`]: its decoded header fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ValidRecord {
+    /// The record's LSN (equal to the position it was validated at).
+    pub lsn: Lsn,
+    /// Term of the writer.
+    pub term: Term,
+    /// Record kind ([`kind::is_valid`] holds).
+    pub kind: u8,
+    /// Payload length in bytes; the payload is `buf[HEADER_LEN..HEADER_LEN + len]`.
+    pub len: u32,
+    /// Total aligned size (header, payload, alignment zeros); `<= buf.len()` and
+    /// `<= seg_rem`.
+    pub total: u64,
+}
+
+/// Public entry to the record decoder that recovery, `walship wal inspect` and
+/// [`crate::Wal::append_raw`] run on untrusted bytes (for tools and fuzzing): checks the
+/// record starting at `buf[0]`, positioned at `lsn` with `seg_rem` bytes left in its
+/// segment, against a size limit of `max_record` bytes (see [`max_record_len`]). Never
+/// panics and never allocates from a length field, for any input. Returns the header
+/// fields, or why the bytes are not a valid record (`"zero"` for an all-zero header,
+/// i.e. never-written space).
+pub fn validate(
+    buf: &[u8],
+    lsn: Lsn,
+    seg_rem: u64,
+    max_record: u64,
+) -> Result<ValidRecord, String> {
+    let buf = &buf[..buf
+        .len()
+        .min(usize::try_from(seg_rem).unwrap_or(usize::MAX))];
+    match check(buf, lsn.0, seg_rem, max_record) {
+        Ok(h) => Ok(ValidRecord {
+            lsn: Lsn(h.lsn),
+            term: h.term,
+            kind: h.kind,
+            len: h.len,
+            total: h.total(),
+        }),
+        Err(Invalid::Zero) => Err("zero".into()),
+        Err(Invalid::Bad(why)) => Err(why),
+    }
+}
+
 /// Reads the length fields of a header without validating the CRC (used where the
 /// bytes were validated before, e.g. walking record boundaries for `read_raw`).
 /// Returns (lsn, total, kind) or None if the header is not plausible.
@@ -308,6 +353,36 @@ mod tests {
         encode(Lsn(0), 1, kind::PADDING, &[0u8; 64], &mut p);
         assert!(check(&p, 0, p.len() as u64, SEG).is_ok());
         assert!(check(&p, 0, p.len() as u64 + 32, SEG).is_err());
+    }
+
+    #[test]
+    fn public_validate_matches_check() {
+        let mut v = Vec::new();
+        encode(Lsn(64), 3, 17, b"payload", &mut v);
+        let r = validate(&v, Lsn(64), SEG - 64, SEG / 2).unwrap();
+        assert_eq!(
+            r,
+            ValidRecord {
+                lsn: Lsn(64),
+                term: 3,
+                kind: 17,
+                len: 7,
+                total: v.len() as u64
+            }
+        );
+        assert_eq!(
+            validate(&[0u8; 40], Lsn(0), SEG, SEG / 2),
+            Err("zero".into())
+        );
+        assert!(validate(&v, Lsn(72), SEG, SEG / 2)
+            .unwrap_err()
+            .contains("LSN"));
+        // Bytes beyond seg_rem are not part of the segment: a record that needs them
+        // is refused, whatever the buffer holds.
+        v.extend_from_slice(&[0u8; 64]);
+        let total = aligned_len(7);
+        assert!(validate(&v, Lsn(64), total - 8, SEG).is_err());
+        assert!(validate(&v, Lsn(64), total, SEG).is_ok());
     }
 
     #[test]

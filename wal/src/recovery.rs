@@ -100,7 +100,12 @@ pub(crate) fn scan(seg: &Segment, from: u64, max_record: u64, prev_term: Term) -
 pub(crate) fn first_nonzero(seg: &Segment, from: u64) -> Option<u64> {
     // SAFETY: see `scan`.
     let bytes = unsafe { seg.bytes() };
-    let tail = &bytes[from as usize..];
+    first_nonzero_in(&bytes[from as usize..]).map(|p| from + p as u64)
+}
+
+/// Index of the first non-zero byte of `tail`, if any (word-at-a-time: segments
+/// are mostly zeros past the end of the log).
+pub(crate) fn first_nonzero_in(tail: &[u8]) -> Option<usize> {
     let mut i = 0usize;
     // word-at-a-time over 64-byte blocks
     while i + 64 <= tail.len() {
@@ -114,10 +119,25 @@ pub(crate) fn first_nonzero(seg: &Segment, from: u64) -> Option<u64> {
         }
         i += 64;
     }
-    tail[i..]
-        .iter()
-        .position(|&b| b != 0)
-        .map(|p| from + (i + p) as u64)
+    tail[i..].iter().position(|&b| b != 0).map(|p| i + p)
+}
+
+/// Index of the last non-zero byte of `bytes`, if any (word-at-a-time, as
+/// [`first_nonzero_in`]).
+fn last_nonzero_in(bytes: &[u8]) -> Option<usize> {
+    let mut end = bytes.len();
+    while end >= 64 {
+        let blk = &bytes[end - 64..end];
+        let mut acc = 0u64;
+        for c in blk.chunks_exact(8) {
+            acc |= LE::read_u64(c);
+        }
+        if acc != 0 {
+            break;
+        }
+        end -= 64;
+    }
+    bytes[..end].iter().rposition(|&b| b != 0)
 }
 
 /// Offset of a valid record somewhere in `(after, size)`, if any.
@@ -391,7 +411,7 @@ pub(crate) fn recover(
 fn last_nonzero_end(seg: &Segment) -> u64 {
     // SAFETY: see `scan`.
     let bytes = unsafe { seg.bytes() };
-    match bytes.iter().rposition(|&b| b != 0) {
+    match last_nonzero_in(bytes) {
         Some(p) => (p as u64 + 1).div_ceil(8) * 8,
         None => 0,
     }
@@ -414,4 +434,32 @@ fn count_records(seg: &Segment, from: u64, to: u64) -> u64 {
         }
     }
     n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonzero_scans_match_bytewise() {
+        for len in [0usize, 1, 63, 64, 65, 200, 4096] {
+            let zeros = vec![0u8; len];
+            assert_eq!(first_nonzero_in(&zeros), None);
+            assert_eq!(last_nonzero_in(&zeros), None);
+            for at in [0, len / 3, len / 2, len.saturating_sub(1)] {
+                if at >= len {
+                    continue;
+                }
+                let mut b = zeros.clone();
+                b[at] = 1;
+                if at + 70 < len {
+                    b[at + 70] = 2;
+                }
+                let first = b.iter().position(|&x| x != 0);
+                let last = b.iter().rposition(|&x| x != 0);
+                assert_eq!(first_nonzero_in(&b), first, "len {len} at {at}");
+                assert_eq!(last_nonzero_in(&b), last, "len {len} at {at}");
+            }
+        }
+    }
 }
