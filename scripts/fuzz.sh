@@ -53,10 +53,14 @@ printf '%-14s %12s %8s %10s %8s\n' target executions exec/s corpus cov
 for t in "${targets[@]}"; do
     mkdir -p "$work/corpus/$t" "fuzz/artifacts/$t"
     log="$work/$t.log"
+    dict=()
+    if [ -f "fuzz/dict/$t.dict" ]; then
+        dict=(-dict="fuzz/dict/$t.dict")
+    fi
     rc=0
     cargo fuzz run "${flags[@]}" "$t" "$work/corpus/$t" "fuzz/corpus/$t" -- \
         -max_total_time="$secs" -rss_limit_mb=1024 -malloc_limit_mb=64 -timeout=25 \
-        -print_final_stats=1 -artifact_prefix="fuzz/artifacts/$t/" >"$log" 2>&1 || rc=$?
+        -print_final_stats=1 -artifact_prefix="fuzz/artifacts/$t/" "${dict[@]}" >"$log" 2>&1 || rc=$?
     execs=$(sed -n 's/^stat::number_of_executed_units: *\([0-9]*\).*/\1/p' "$log" | tail -n 1)
     if [ -z "$execs" ]; then
         execs=$(sed -n 's/^#\([0-9]*\)[[:space:]]*DONE.*/\1/p' "$log" | tail -n 1)

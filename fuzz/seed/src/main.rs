@@ -418,6 +418,38 @@ fn all_messages() -> Vec<(&'static str, Message)> {
                 reply_to_time_us: 1_700_000_000_000_000,
             },
         ),
+        (
+            "base-backup-request",
+            Message::BaseBackupRequest {
+                checkpoint_lsn: 0x8000,
+                offset: 0,
+            },
+        ),
+        (
+            "base-backup-start",
+            Message::BaseBackupStart {
+                checkpoint_lsn: 0x8000,
+                term: 3,
+                entries: 2,
+                total_len: 64,
+                offset: 0,
+                term_history: vec![(1, 0), (3, 0x4000)],
+            },
+        ),
+        (
+            "base-backup-data",
+            Message::BaseBackupData {
+                offset: 0,
+                bytes: Bytes::from_static(b"checkpoint bytes"),
+            },
+        ),
+        (
+            "base-backup-end",
+            Message::BaseBackupEnd {
+                total_len: 64,
+                crc32: 0xDEAD_BEEF,
+            },
+        ),
     ];
     let reqs = [
         ClientOp::Append {
