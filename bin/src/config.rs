@@ -363,15 +363,26 @@ struct RawSecurity {
     token_file: String,
 }
 
-/// Parse a humantime duration (`100ms`, `5s`, `5min`), naming `key` on error.
+/// Longest duration any config key accepts: 365 days. Bounds the arithmetic the
+/// node does on durations (`3 * heartbeat_interval`, `2 * election_timeout + 2s`,
+/// milliseconds as u64), which overflowed (a panic at start) for durations near
+/// `u64::MAX` seconds.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Parse a humantime duration (`100ms`, `5s`, `5min`) of at most [`MAX_DURATION`],
+/// naming `key` on error.
 pub fn parse_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(value.trim()).map_err(|e| {
+    let d = humantime::parse_duration(value.trim()).map_err(|e| {
         bad(
             key,
             value,
             format!("not a duration ({e}); write e.g. \"100ms\" or \"5s\""),
         )
-    })
+    })?;
+    if d > MAX_DURATION {
+        return Err(bad(key, value, "longer than the maximum of 365 days"));
+    }
+    Ok(d)
 }
 
 /// Parse a size: a plain byte count or a number with B, KiB, MiB, GiB, TiB
@@ -725,6 +736,32 @@ http = "127.0.0.1:7480"
         assert_eq!(parse_size_str("1.5KiB").unwrap(), 1536);
         assert!(parse_size_str("MiB").is_err());
         assert!(parse_size_str("3 parsecs").is_err());
+    }
+
+    /// Found by the `config` fuzz target (docs/robustness.md): durations near
+    /// u64::MAX seconds parsed, then `heartbeat_interval * 3` panicked (overflow)
+    /// instead of refusing the config, and `election_timeout * 2 + 2s` (admin
+    /// switchover wait) would have panicked later.
+    #[test]
+    fn huge_durations_are_refused_not_a_panic() {
+        for (section, key) in [
+            ("failover", "heartbeat_interval"),
+            ("failover", "election_timeout"),
+            ("replication", "ack_timeout"),
+            ("checkpoint", "interval"),
+        ] {
+            for v in ["6148914691236517206s", "366days"] {
+                let text = format!("{MIN}\n[{section}]\n{key} = \"{v}\"\n");
+                let e = parse(&text).unwrap_err().to_string();
+                assert!(e.contains(&format!("{section}.{key}")), "{e}");
+                assert!(e.contains("365 days"), "{e}");
+            }
+        }
+        let text = format!(
+            "{MIN}\n[failover]\nheartbeat_interval = \"100days\"\nelection_timeout = \"365days\"\n"
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.failover.election_timeout, MAX_DURATION);
     }
 
     #[test]

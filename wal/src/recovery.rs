@@ -184,6 +184,20 @@ fn reason(i: &Invalid) -> String {
     }
 }
 
+/// The error for a `wal_start` file holding an LSN no log can start at (damage: a
+/// reset only ever records a record boundary).
+pub(crate) fn bad_start_file(dir: &Path, lsn: u64) -> WalError {
+    WalError::Corruption {
+        file: dir.join(crate::wal::START_FILE),
+        offset: 0,
+        reason: format!(
+            "log start {} recorded by reset is not a possible record boundary (8-byte \
+             aligned, not in the last {HEADER_LEN} bytes of a segment)",
+            Lsn(lsn)
+        ),
+    }
+}
+
 /// Recovers the segments found in `dir`. `found` is (start, path) ascending and
 /// non-empty; `start_file` is the LSN recorded by `reset`, if any.
 pub(crate) fn recover(
@@ -200,7 +214,12 @@ pub(crate) fn recover(
     }
     let first_start = segs[0].start;
     let log_start = match start_file {
-        Some(x) if x & !(seg_size - 1) == first_start => x,
+        Some(x) if x & !(seg_size - 1) == first_start => {
+            if !crate::wal::possible_log_start(x, seg_size) {
+                return Err(bad_start_file(dir, x));
+            }
+            x
+        }
         Some(x) if x < first_start => first_start,
         Some(x) => {
             return Err(WalError::Corruption {
@@ -439,6 +458,49 @@ fn count_records(seg: &Segment, from: u64, to: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Wal, WalOptions};
+
+    /// Found by the `wal_recovery` fuzz target (docs/robustness.md): a `wal_start`
+    /// of 0/FFFF8 (8 bytes before a segment end) was accepted, and the first append
+    /// then padded the segment with a negative length (overflow panic; in a release
+    /// build a hang hashing 2^64 zero bytes); 0/7 left every record unaligned.
+    #[test]
+    fn wal_start_no_log_can_start_at_is_corruption() {
+        let opts = WalOptions {
+            segment_size: 1 << 20,
+            touch_ahead: 0,
+            ..Default::default()
+        };
+        for bad in ["0/FFFF8", "0/FFFE8", "0/7"] {
+            for with_segments in [true, false] {
+                let dir = tempfile::tempdir().unwrap();
+                if with_segments {
+                    let (w, _) = Wal::open(dir.path(), opts.clone()).unwrap();
+                    drop(w);
+                }
+                std::fs::write(dir.path().join(crate::wal::START_FILE), format!("{bad}\n"))
+                    .unwrap();
+                match Wal::open(dir.path(), opts.clone()) {
+                    Err(WalError::Corruption { file, reason, .. }) => {
+                        assert!(file.ends_with(crate::wal::START_FILE), "{bad}");
+                        assert!(reason.contains("record boundary"), "{bad}: {reason}");
+                    }
+                    other => panic!("wal_start {bad}: {:?}", other.map(|r| r.1)),
+                }
+            }
+        }
+        // 32 bytes before the end is a boundary: the next append pads and rolls over.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(crate::wal::START_FILE), "0/FFFE0\n").unwrap();
+        let (w, r) = Wal::open(dir.path(), opts.clone()).unwrap();
+        assert_eq!(r.write_lsn, Lsn(0xFFFE0));
+        let a = w.append(1, 16, b"next segment").unwrap();
+        assert_eq!(a.lsn, Lsn(1 << 20));
+        w.flush(a.end).unwrap();
+        drop(w);
+        let (_, r) = Wal::open(dir.path(), opts).unwrap();
+        assert_eq!((r.write_lsn, r.records), (a.end, 1));
+    }
 
     #[test]
     fn nonzero_scans_match_bytewise() {

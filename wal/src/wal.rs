@@ -270,11 +270,17 @@ fn read_start_file(dir: &Path) -> Result<Option<u64>, WalError> {
     }
 }
 
-/// Checks that a record-aligned `lsn` can start a log: 8-aligned and not inside the
-/// last < HEADER_LEN bytes of a segment.
-fn check_log_start(lsn: u64, size: u64) -> Result<(), WalError> {
+/// Whether `lsn` can start a log: 8-aligned and not inside the last < HEADER_LEN
+/// bytes of a segment (where not even a PADDING record fits). Every write position
+/// must be one, or the next append would pad with a negative length.
+pub(crate) fn possible_log_start(lsn: u64, size: u64) -> bool {
     let rem = seg_start(lsn, size) + size - lsn;
-    if !lsn.is_multiple_of(record::ALIGN) || (rem != size && rem < HEADER_LEN as u64) {
+    lsn.is_multiple_of(record::ALIGN) && (rem == size || rem >= HEADER_LEN as u64)
+}
+
+/// Checks that a record-aligned `lsn` can start a log ([`possible_log_start`]).
+fn check_log_start(lsn: u64, size: u64) -> Result<(), WalError> {
+    if !possible_log_start(lsn, size) {
         return Err(WalError::InvalidArgument(format!(
             "{} cannot start a log: not a possible record boundary",
             Lsn(lsn)
@@ -607,7 +613,9 @@ impl Wal {
 
         let rec = if found.is_empty() {
             let start = start_file.unwrap_or(0);
-            check_log_start(start, size)?;
+            if !possible_log_start(start, size) {
+                return Err(recovery::bad_start_file(dir, start));
+            }
             let seg = Segment::create(
                 dir,
                 seg_start(start, size),

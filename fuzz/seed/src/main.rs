@@ -298,6 +298,19 @@ fn wal_recovery() -> Seeds {
         b"# walship term history: <term> <first LSN of that term>\n1 0/0\n5 0/40\n".to_vec(),
     ));
     s.insert("history-mismatch".into(), hist.encode());
+    // Regression (docs/robustness.md #12): a wal_start no log can start at.
+    let bad_start = RecoveryInput {
+        repair: false,
+        files: vec![
+            RecoveryFile::Segment {
+                index: 0,
+                exact_size: false,
+                data: Vec::new(),
+            },
+            RecoveryFile::WalStart(b"0/FFFF8\n".to_vec()),
+        ],
+    };
+    s.insert("wal-start-no-boundary".into(), bad_start.encode());
     s
 }
 
@@ -724,6 +737,11 @@ max_wal = "512MiB"
 token_file = "token"
 "#;
     s.insert("every-key.toml".into(), full.as_bytes().to_vec());
+    // Regression (docs/robustness.md #13): durations whose arithmetic overflowed.
+    let huge = format!(
+        "{min}[failover]\nheartbeat_interval = \"6148914691236517206s\"\nelection_timeout = \"18446744073709551615s\"\n"
+    );
+    s.insert("huge-durations.toml".into(), huge.into_bytes());
     s
 }
 
