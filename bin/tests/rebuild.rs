@@ -309,6 +309,9 @@ async fn rebuild_benchmark() {
     let mut c = Cluster::start(Opts {
         tweak: Some(bench_opts),
         segment_size: "64MiB",
+        // Loaded 2-core machines: timings that do not fence a busy leader.
+        heartbeat: "200ms",
+        election_timeout: "3s",
         ..Opts::new(3, "quorum")
     })
     .await;
