@@ -15,11 +15,25 @@
 //! | `Error{wal_not_available}` | the leader no longer holds our next LSN | report `needs_rebuild`, retry slowly |
 //! | `Error{other}` | refused | log the reason, retry with backoff |
 //!
-//! 4. Whenever the flush or apply LSN moves (group-flushed by the node's
-//!    flusher), or the leader asks, send `FollowerStatus`. Every frame already
-//!    readable is handled before a status goes out, so a burst of frames costs
-//!    one status covering write, flush and apply LSNs together. A follower
-//!    reports as flushed only what is on stable storage.
+//! 4. Whenever the flush or apply LSN moves, or the leader asks, send
+//!    `FollowerStatus`. Every frame already readable is handled before a status
+//!    goes out, so a burst of frames costs one status covering write, flush and
+//!    apply LSNs together. A follower reports as flushed only what is on stable
+//!    storage.
+//!
+//! # Who flushes ([`FlushPolicy`])
+//!
+//! With [`FlushPolicy::Inline`] (what walship uses) the receiver makes each batch
+//! durable itself: after the frames already readable are appended, it calls
+//! `Wal::flush` on this task (inside `block_in_place`, so the runtime's other
+//! tasks move to another thread meanwhile), publishes the flush LSN and sends
+//! its status right away. No thread hand-off lies between the WAL bytes
+//! arriving and the status that reports them durable (the node's flusher
+//! thread would add two wake-ups: futex to the flusher, then back to this
+//! task). Group commit is kept: frames arriving during an fdatasync wait in
+//! the socket and are all appended before the next one, which covers them all.
+//! With [`FlushPolicy::Node`] the receiver only publishes its write LSN and the
+//! node's flusher flushes.
 //!
 //! Reconnects back off from 20 ms to 1 s so that a new leader is followed fast.
 
@@ -49,6 +63,27 @@ pub trait ReceiverEvents: Send + Sync + 'static {
     fn truncated(&self, to: u64, report: &wal::TruncateReport);
     /// The leader no longer holds the WAL this node needs (rebuild required).
     fn needs_rebuild(&self, message: &str);
+    /// An inline fdatasync ([`FlushPolicy::Inline`]) took `seconds`.
+    fn flushed(&self, _seconds: f64) {}
+}
+
+/// How received WAL becomes durable (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlushPolicy {
+    /// Publish the write LSN on `written_tx` (notifying); the node's flusher
+    /// flushes and publishes `flush_tx`.
+    Node,
+    /// Flush after every batch of frames on the receiving task, publish
+    /// `flush_tx`, then report at once. `fsync: false` (`wal.sync = never`)
+    /// publishes the write LSN as flushed without an fdatasync. The write LSN
+    /// is stored in `written_tx` without waking its receivers (nobody needs to
+    /// act on it: the flush LSN already covers it), except when more than 256 KiB
+    /// wait to be flushed (bulk streaming): then `written_tx` is published and
+    /// the node's flusher flushes while the receiver goes on receiving.
+    Inline {
+        /// Whether to fdatasync (`wal.sync = always`).
+        fsync: bool,
+    },
 }
 
 /// Everything a receiver needs from its node.
@@ -65,10 +100,14 @@ pub struct FollowContext {
     pub leader_id: String,
     /// Leader's binary protocol address.
     pub leader_addr: SocketAddr,
-    /// Publish the local write LSN here (the node's flusher flushes it).
+    /// Publish the local write LSN here (the node's flusher flushes it with
+    /// [`FlushPolicy::Node`]).
     pub written_tx: watch::Sender<u64>,
-    /// The node's flush LSN (set lower here only after a truncation).
+    /// The node's flush LSN (raised here with [`FlushPolicy::Inline`]; set
+    /// lower here only after a truncation).
     pub flush_tx: watch::Sender<u64>,
+    /// Who flushes received WAL.
+    pub flush: FlushPolicy,
     /// The node's applied LSN.
     pub applied_rx: watch::Receiver<u64>,
     /// The commit LSN learnt from the leader (only raised, except lowered to
@@ -96,6 +135,39 @@ fn now_us() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
+}
+
+/// Raise the value without waking the receivers (they read it when they look).
+fn raise_silently(tx: &watch::Sender<u64>, v: u64) {
+    tx.send_if_modified(|c| {
+        if v > *c {
+            *c = v;
+        }
+        false
+    });
+}
+
+/// `Wal::flush(upto)` from async code without stalling the runtime: in
+/// `block_in_place` on a multi-threaded runtime (no task hand-off: this task
+/// continues on this thread, the worker's other tasks move to another one),
+/// else on the blocking pool.
+async fn flush_blocking(wal: &Arc<wal::Wal>, upto: u64) -> Result<u64, String> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let multi = matches!(
+        Handle::try_current().map(|h| h.runtime_flavor()),
+        Ok(RuntimeFlavor::MultiThread)
+    );
+    if multi {
+        tokio::task::block_in_place(|| wal.flush(wal::Lsn(upto)))
+            .map(|l| l.0)
+            .map_err(|e| e.to_string())
+    } else {
+        let w = wal.clone();
+        match tokio::task::spawn_blocking(move || w.flush(wal::Lsn(upto))).await {
+            Ok(r) => r.map(|l| l.0).map_err(|e| e.to_string()),
+            Err(e) => Err(format!("flush task failed: {e}")),
+        }
+    }
 }
 
 fn raise(tx: &watch::Sender<u64>, v: u64) {
@@ -253,6 +325,40 @@ async fn session(ctx: &FollowContext) -> SessionEnd {
                     return end;
                 }
             }
+            if let FlushPolicy::Inline { fsync } = ctx.flush {
+                // Make the batch durable here and report it at the top of the
+                // loop: no hand-off to another thread on the way to the status.
+                // A large backlog (bulk streaming) goes to the node's flusher
+                // instead, so receiving overlaps the fdatasync.
+                let end = wal.write_lsn().0;
+                let flushed = *ctx.flush_tx.borrow();
+                if fsync && end > flushed && end - flushed > INLINE_FLUSH_MAX_BYTES {
+                    // Always notifies (the value may already hold `end`,
+                    // stored silently by `handle_frame`).
+                    ctx.written_tx.send_modify(|w| *w = (*w).max(end));
+                } else if end > flushed {
+                    let started = std::time::Instant::now();
+                    let done = if fsync {
+                        match flush_blocking(wal, end).await {
+                            Ok(done) => {
+                                ctx.events.flushed(started.elapsed().as_secs_f64());
+                                done
+                            }
+                            Err(e) => {
+                                tracing::error!(
+                                    up_to = %wal::Lsn(end),
+                                    error = %e,
+                                    "WAL flush failed on this follower; it stops reporting WAL as flushed (a failed fsync is never retried). Restart the node once the disk is healthy: recovery keeps what is durable"
+                                );
+                                return SessionEnd::Failed(format!("WAL flush failed: {e}"));
+                            }
+                        }
+                    } else {
+                        end
+                    };
+                    raise(&ctx.flush_tx, done);
+                }
+            }
         } else {
             // A flush or apply advance: let a concurrent advance of the other
             // (and any frame already arriving) land first, so one status covers both.
@@ -260,6 +366,11 @@ async fn session(ctx: &FollowContext) -> SessionEnd {
         }
     }
 }
+
+/// With [`FlushPolicy::Inline`], a backlog of unflushed WAL larger than this
+/// is flushed by the node's flusher thread (notified through `written_tx`)
+/// while the receiver goes on receiving; smaller ones are flushed inline.
+const INLINE_FLUSH_MAX_BYTES: u64 = 256 << 10;
 
 /// Frames handled back to back before a status goes out (keeps the stop
 /// signal and status reports responsive under a flood of WAL).
@@ -300,7 +411,10 @@ fn handle_frame(
                 let n = bytes.len() as u64;
                 match wal.append_raw(wal::Lsn(start_lsn), &bytes) {
                     Ok(end) => {
-                        raise(&ctx.written_tx, end.0);
+                        match ctx.flush {
+                            FlushPolicy::Node => raise(&ctx.written_tx, end.0),
+                            FlushPolicy::Inline { .. } => raise_silently(&ctx.written_tx, end.0),
+                        }
                         ctx.events.received(n);
                         let now_caught = end.0 >= st.leader_flush;
                         if now_caught != st.caught_up {

@@ -16,6 +16,9 @@ use super::Shared;
 /// Records applied per lock hold, so readers are never starved by a long replay.
 const APPLY_BATCH_RECORDS: usize = 4096;
 
+/// Advances of at most this many WAL bytes are applied inline (see `run`).
+const INLINE_APPLY_BYTES: u64 = 64 << 10;
+
 /// Run until the node shuts down.
 pub async fn run(shared: Arc<Shared>) {
     let mut commit_rx = shared.commit_tx.subscribe();
@@ -25,8 +28,16 @@ pub async fn run(shared: Arc<Shared>) {
         let limit = (*commit_rx.borrow_and_update()).min(*flush_rx.borrow_and_update());
         let applied = shared.applied_lsn();
         if limit > applied {
-            let s = shared.clone();
-            let result = tokio::task::spawn_blocking(move || apply_batch(&s, limit)).await;
+            // A small advance (the common case: a few records per commit) is
+            // applied on this task: a hand-off to the blocking pool would cost
+            // a thread wake-up per commit on every node. Larger ones (catch-up,
+            // bulk loads) go to the blocking pool so the runtime keeps serving.
+            let result = if limit - applied <= INLINE_APPLY_BYTES {
+                Ok(apply_batch(&shared, limit))
+            } else {
+                let s = shared.clone();
+                tokio::task::spawn_blocking(move || apply_batch(&s, limit)).await
+            };
             match result {
                 Ok(Ok(n)) if n > 0 => continue,
                 Ok(Ok(_)) => {}

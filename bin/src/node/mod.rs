@@ -227,6 +227,22 @@ impl Shared {
         }
     }
 
+    /// The leader's WAL is durable up to `flushed`: feed the current term's
+    /// gate and publish what that commits (called by the flusher thread, so a
+    /// write waiting for the leader's own flush is released at once; the
+    /// term's commit task does the same when it sees the flush LSN move).
+    pub fn leader_flushed(&self, flushed: u64) {
+        let (commits, term_start_end) = {
+            let guard = self.leader.lock();
+            let Some(l) = guard.as_ref() else { return };
+            (
+                l.gate.update_leader(self.wal.write_lsn().0, flushed),
+                l.term_start_end,
+            )
+        };
+        self.publish_commits(commits, term_start_end);
+    }
+
     /// Append a record as the leader and wait until it is acknowledged at `ack`
     /// (the configured default when `None`).
     ///

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use receiver::stream::{follow, FollowContext, ReceiverEvents};
+use receiver::stream::{follow, FlushPolicy, FollowContext, ReceiverEvents};
 use tokio::sync::watch;
 
 use super::{election::DriverInput, Shared};
@@ -72,6 +72,12 @@ impl ReceiverEvents for Events {
             });
         }
     }
+    fn flushed(&self, seconds: f64) {
+        self.shared
+            .metrics
+            .wal_fsync_duration_seconds
+            .observe(seconds);
+    }
     fn needs_rebuild(&self, message: &str) {
         let mut f = self.shared.follower.lock();
         f.needs_rebuild = true;
@@ -108,6 +114,11 @@ pub async fn start(shared: &Arc<Shared>, leader_id: String) {
         leader_addr: member.addr,
         written_tx: shared.written_tx.clone(),
         flush_tx: shared.flush_tx.clone(),
+        // The receiver flushes each batch itself and reports it at once (no
+        // hop through the flusher thread on the remote_flush path).
+        flush: FlushPolicy::Inline {
+            fsync: shared.cfg.wal.sync == crate::config::WalSync::Always,
+        },
         applied_rx: shared.applied_tx.subscribe(),
         commit_tx: shared.commit_tx.clone(),
         events: Arc::new(Events {

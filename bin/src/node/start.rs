@@ -227,6 +227,14 @@ pub async fn start(cfg: Config) -> Result<NodeHandle, StartError> {
         shared.flush_tx.clone(),
         shared.metrics.wal_fsync_duration_seconds.clone(),
         shared.shutdown.clone(),
+        {
+            let shared = Arc::downgrade(&shared);
+            move |flushed| {
+                if let Some(s) = shared.upgrade() {
+                    s.leader_flushed(flushed);
+                }
+            }
+        },
     )
     .map_err(|source| StartError::DataDir {
         path: "wal flusher thread".into(),
