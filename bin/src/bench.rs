@@ -92,6 +92,12 @@ pub struct BenchOpts {
     /// Default: one connection per client.
     #[arg(long)]
     pub connections: Option<usize>,
+    /// Binary protocol: records per request (`walship::Client::put_batch`: one
+    /// WAL append and one acknowledgement per batch, a bulk producer's path like
+    /// PostgreSQL's COPY). writes/s then counts records; latencies are per
+    /// request. Default 1 (`put`, one record per request).
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
     /// Also write the results as one JSON document to FILE.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -282,6 +288,17 @@ impl Plan {
                 "--clients: each must be 1 to 4096".into(),
             ));
         }
+        if a.batch == 0 || a.batch > proto::MAX_BATCH_RECORDS {
+            return Err(BenchError::Usage(format!(
+                "--batch: must be 1 to {}",
+                proto::MAX_BATCH_RECORDS
+            )));
+        }
+        if a.batch > 1 && protocols.contains(&Protocol::Http) {
+            return Err(BenchError::Usage(
+                "--batch: batches are a binary-protocol request (walship::Client::put_batch); use --protocol binary".into(),
+            ));
+        }
         let sizes = match &a.value_size {
             Some(v) => v
                 .iter()
@@ -420,6 +437,8 @@ struct RunResult {
     clients: usize,
     connections: usize,
     value_size: usize,
+    /// Records per request (`--batch`); `writes` counts records.
+    batch: usize,
     duration_s: f64,
     writes: u64,
     errors: u64,
@@ -1001,9 +1020,11 @@ enum Writer {
     },
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn client_loop(
     writer: Writer,
     ack: AckLevel,
+    batch: usize,
     value: Bytes,
     prefix: String,
     w: Window,
@@ -1029,6 +1050,16 @@ async fn client_loop(
         let key = format!("{prefix}-{seq}");
         seq += 1;
         let r: Result<(), (String, bool)> = match &writer {
+            Writer::Binary(c) if batch > 1 => {
+                let entries: Vec<(Bytes, Bytes)> = (0..batch)
+                    .map(|j| (Bytes::from(format!("{key}.{j}")), value.clone()))
+                    .collect();
+                match c.put_batch(entries, ack).await {
+                    Ok(_) => Ok(()),
+                    Err(e @ ClientError::Connection(_)) => Err((e.to_string(), true)),
+                    Err(e) => Err((e.to_string(), false)),
+                }
+            }
             Writer::Binary(c) => match c.put(key.into_bytes(), value.clone(), ack).await {
                 Ok(_) => Ok(()),
                 Err(e @ ClientError::Connection(_)) => Err((e.to_string(), true)),
@@ -1065,7 +1096,7 @@ async fn client_loop(
                 if w.inside(start, end) {
                     out.hist
                         .saturating_record(end.duration_since(start).as_nanos() as u64);
-                    out.ok += 1;
+                    out.ok += batch as u64;
                 }
             }
             Err((msg, fatal)) => {
@@ -1154,6 +1185,10 @@ async fn run_one(
         tasks.push(tokio::spawn(client_loop(
             writer,
             spec.ack,
+            match spec.protocol {
+                Protocol::Binary => args.batch,
+                Protocol::Http => 1,
+            },
             value.clone(),
             format!("b{tag:08x}-{i}"),
             w,
@@ -1276,6 +1311,7 @@ async fn run_one(
         clients: spec.clients,
         connections,
         value_size: spec.value_size,
+        batch: args.batch,
         duration_s: secs,
         writes: ok,
         errors,
@@ -1556,17 +1592,18 @@ fn thousands(x: f64) -> String {
     out
 }
 
-const HEADER: &str = "nodes mode   ack          proto  clients  value   writes/s   p50 ms   p99 ms p99.9 ms  repl MB/s  errors  p50/floor";
+const HEADER: &str = "nodes mode   ack          proto  clients  value batch   writes/s   p50 ms   p99 ms p99.9 ms  repl MB/s  errors  p50/floor";
 
 fn row(r: &RunResult) -> String {
     format!(
-        "{:>5} {:<6} {:<12} {:<6} {:>7} {:>6} {:>10} {:>8.3} {:>8.3} {:>8.3} {:>10} {:>7} {:>10}",
+        "{:>5} {:<6} {:<12} {:<6} {:>7} {:>6} {:>5} {:>10} {:>8.3} {:>8.3} {:>8.3} {:>10} {:>7} {:>10}",
         r.nodes,
         r.mode,
         r.ack,
         r.protocol.as_str(),
         r.clients,
         r.value_size,
+        r.batch,
         thousands(r.writes_per_s),
         r.p50_ms,
         r.p99_ms,
@@ -1616,6 +1653,7 @@ fn print_bars(results: &[RunResult], floor: Option<&Floor>) {
             && r.ack == "remote_flush"
             && r.clients == 32
             && r.value_size == 100
+            && r.batch == 1
     }) {
         let bar = PG_ANY1_TPS * TPS_FACTOR;
         lines.push(format!(
@@ -1631,7 +1669,11 @@ fn print_bars(results: &[RunResult], floor: Option<&Floor>) {
         ));
     }
     for r in results.iter().filter(|r| {
-        r.nodes == 3 && r.clients == 1 && r.ack == "remote_flush" && r.value_size == 100
+        r.nodes == 3
+            && r.clients == 1
+            && r.ack == "remote_flush"
+            && r.value_size == 100
+            && r.batch == 1
     }) {
         if let Some(f) = r.floor.as_ref().or(floor) {
             let ratio = r.p50_ms * 1000.0 / f.floor_us;
@@ -1651,8 +1693,13 @@ fn print_bars(results: &[RunResult], floor: Option<&Floor>) {
         .filter(|r| r.nodes == 3 && r.mode == "async" && r.value_size == 4096)
     {
         if let Some(m) = r.replicated_mb_s {
+            let batch = if r.batch > 1 {
+                format!(" batch {}", r.batch)
+            } else {
+                String::new()
+            };
             lines.push(format!(
-                "{} 3n async {}c 4KiB: replicated {:.0} MB/s to both followers ({:.0} each; bar {REPL_MBPS_BAR}): {}",
+                "{} 3n async {}c{batch} 4KiB: replicated {:.0} MB/s to both followers ({:.0} each; bar {REPL_MBPS_BAR}): {}",
                 r.protocol.as_str(),
                 r.clients,
                 m,

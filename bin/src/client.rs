@@ -19,9 +19,33 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::Framed;
 
+/// Refuse a batch the node would refuse (empty, too many records) or the
+/// frame limit would (`bytes`: its encoded size, computed only if needed).
+fn check_batch(n: usize, bytes: impl FnOnce() -> usize) -> Result<(), ClientError> {
+    if n == 0 || n > proto::MAX_BATCH_RECORDS {
+        return Err(ClientError::BadBatch(format!(
+            "a batch must hold 1 to {} records (got {n})",
+            proto::MAX_BATCH_RECORDS
+        )));
+    }
+    let size = bytes();
+    // id, op, count, ack and the frame's type byte.
+    if size + 32 > proto::DEFAULT_MAX_FRAME_BYTES {
+        return Err(ClientError::BadBatch(format!(
+            "a batch of {size} bytes does not fit in one frame ({} bytes); split it",
+            proto::DEFAULT_MAX_FRAME_BYTES
+        )));
+    }
+    Ok(())
+}
+
 /// A client error.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// A batch the protocol cannot carry (empty, too many records, too large);
+    /// nothing was sent.
+    #[error("batch refused before sending: {0}")]
+    BadBatch(String),
     /// The connection failed or closed.
     #[error("connection: {0}")]
     Connection(String),
@@ -272,6 +296,42 @@ impl Client {
             })
             .await?,
         )
+    }
+
+    /// Write many `key = value` pairs with one request (a bulk load): the
+    /// leader appends them as contiguous records with one WAL append, all or
+    /// nothing, and answers once the whole batch is acknowledged at `ack`.
+    /// Returns the end LSN of every record (in order) and the term. At most
+    /// [`proto::MAX_BATCH_RECORDS`] entries, and the request must fit in one
+    /// frame (64 MiB); an empty or oversized batch is refused before sending.
+    pub async fn put_batch(
+        &self,
+        entries: Vec<(Bytes, Bytes)>,
+        ack: AckLevel,
+    ) -> Result<(Vec<u64>, u64), ClientError> {
+        check_batch(entries.len(), || {
+            entries.iter().map(|(k, v)| 8 + k.len() + v.len()).sum()
+        })?;
+        Self::written_batch(self.call(ClientOp::PutBatch { entries, ack }).await?)
+    }
+
+    /// Append many opaque records with one request (as [`Client::put_batch`]).
+    pub async fn append_batch(
+        &self,
+        payloads: Vec<Bytes>,
+        ack: AckLevel,
+    ) -> Result<(Vec<u64>, u64), ClientError> {
+        check_batch(payloads.len(), || {
+            payloads.iter().map(|p| 4 + p.len()).sum()
+        })?;
+        Self::written_batch(self.call(ClientOp::AppendBatch { payloads, ack }).await?)
+    }
+
+    fn written_batch(r: ClientResult) -> Result<(Vec<u64>, u64), ClientError> {
+        match r {
+            ClientResult::WrittenBatch { lsns, term } => Ok((lsns, term)),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
     }
 
     /// Read `key` once the node applied `min_lsn` (waiting up to `wait_ms`);

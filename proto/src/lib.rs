@@ -206,7 +206,7 @@
 //! | field | type | notes |
 //! |---|---|---|
 //! | id | `u64` | chosen by the client, echoed in the response |
-//! | op | `u8` | 1 Append, 2 Put, 3 Delete, 4 Get, 5 Status |
+//! | op | `u8` | 1 Append, 2 Put, 3 Delete, 4 Get, 5 Status, 6 PutBatch, 7 AppendBatch |
 //! | op fields | see below | |
 //!
 //! | op | fields after `op` |
@@ -216,6 +216,14 @@
 //! | 3 Delete | key `bytes`, ack `u8` |
 //! | 4 Get | key `bytes`, min_lsn `u64`, wait_ms `u32` |
 //! | 5 Status | (none) |
+//! | 6 PutBatch | count `u32`, then count × (key `bytes`, value `bytes`), ack `u8` |
+//! | 7 AppendBatch | count `u32`, then count × payload `bytes`, ack `u8` |
+//!
+//! A batch is written as contiguous records by one WAL append, all or nothing,
+//! and acknowledged once (a bulk producer's path, like PostgreSQL's `COPY`).
+//! The count is checked against the body (at least 8 resp. 4 bytes per entry)
+//! before anything is allocated. Nodes refuse (`bad_request`) an empty batch or
+//! one of more than [`MAX_BATCH_RECORDS`] records.
 //!
 //! ack ([`AckLevel`]): 0 default (the node's `replication.ack`), 1 local,
 //! 2 remote_write, 3 remote_flush, 4 remote_apply; other values are malformed.
@@ -225,7 +233,7 @@
 //! | field | type | notes |
 //! |---|---|---|
 //! | id | `u64` | the request's id |
-//! | result | `u8` | 1 Written, 2 Value, 3 Status, 4 Error |
+//! | result | `u8` | 1 Written, 2 Value, 3 Status, 4 Error, 5 WrittenBatch |
 //! | result fields | see below | |
 //!
 //! | result | fields after `result` |
@@ -234,6 +242,7 @@
 //! | 2 Value | value `opt<bytes>` (absent: no such key), applied_lsn `u64` |
 //! | 3 Status | json `string` (as `GET /status`) |
 //! | 4 Error | code `u16`, message `string`, leader `opt<string>` (leader's binary address) |
+//! | 5 WrittenBatch | term `u64`, count `u32`, then count × lsn `u64` (END of each record, request order) |
 //!
 //! ## Error codes
 //!
@@ -283,6 +292,10 @@ pub use codes::{AckLevel, ErrorCode, ParseCodeError};
 pub use error::{ProtoError, Result};
 pub use handshake::{client_handshake, server_handshake, token_eq, validate_hello, Refusal};
 pub use message::{type_name, types, ClientOp, ClientResult, Hello, HelloOk, Message, Peer, MAGIC};
+
+/// Most records one `PutBatch` / `AppendBatch` may carry (nodes answer
+/// `bad_request` beyond it; the frame limit bounds the bytes).
+pub const MAX_BATCH_RECORDS: usize = 65_536;
 
 /// The protocol version this build speaks (sent in `Hello`).
 pub const PROTOCOL_VERSION: u16 = 1;

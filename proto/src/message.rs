@@ -139,6 +139,22 @@ pub enum ClientOp {
     },
     /// The node's status document (as `GET /status`).
     Status,
+    /// Set many keys in one request (a bulk load, like PostgreSQL's `COPY`):
+    /// one WAL append of contiguous records, one acknowledgement. All or
+    /// nothing: either every record is in the leader's WAL or none is.
+    PutBatch {
+        /// `(key, value)` pairs, written in this order.
+        entries: Vec<(Bytes, Bytes)>,
+        /// Acknowledgement level (for the whole batch).
+        ack: AckLevel,
+    },
+    /// Append many opaque records in one request (all or nothing, in order).
+    AppendBatch {
+        /// Record payloads.
+        payloads: Vec<Bytes>,
+        /// Acknowledgement level (for the whole batch).
+        ack: AckLevel,
+    },
 }
 
 /// The outcome of a client request.
@@ -149,6 +165,13 @@ pub enum ClientResult {
         /// End LSN of the written record.
         lsn: u64,
         /// Term of the leader that wrote it.
+        term: u64,
+    },
+    /// A batch is acknowledged: the END LSN of each record, in request order.
+    WrittenBatch {
+        /// End LSN of every written record, ascending.
+        lsns: Vec<u64>,
+        /// Term of the leader that wrote them.
         term: u64,
     },
     /// A read: the value (`None` if absent) and the node's applied LSN.
@@ -305,10 +328,13 @@ const OP_PUT: u8 = 2;
 const OP_DELETE: u8 = 3;
 const OP_GET: u8 = 4;
 const OP_STATUS: u8 = 5;
+const OP_PUT_BATCH: u8 = 6;
+const OP_APPEND_BATCH: u8 = 7;
 const RES_WRITTEN: u8 = 1;
 const RES_VALUE: u8 = 2;
 const RES_STATUS: u8 = 3;
 const RES_ERROR: u8 = 4;
+const RES_WRITTEN_BATCH: u8 = 5;
 const PEER_CLIENT: u8 = 0;
 const PEER_NODE: u8 = 1;
 
@@ -382,12 +408,23 @@ impl Message {
                         ClientOp::Delete { key, .. } => bytes_len(key) + 1,
                         ClientOp::Get { key, .. } => bytes_len(key) + 8 + 4,
                         ClientOp::Status => 0,
+                        ClientOp::PutBatch { entries, .. } => {
+                            4 + entries
+                                .iter()
+                                .map(|(k, v)| bytes_len(k) + bytes_len(v))
+                                .sum::<usize>()
+                                + 1
+                        }
+                        ClientOp::AppendBatch { payloads, .. } => {
+                            4 + payloads.iter().map(|p| bytes_len(p)).sum::<usize>() + 1
+                        }
                     }
             }
             Message::ClientResponse { result, .. } => {
                 8 + 1
                     + match result {
                         ClientResult::Written { .. } => 16,
+                        ClientResult::WrittenBatch { lsns, .. } => 8 + 4 + 8 * lsns.len(),
                         ClientResult::Value { value, .. } => opt_len(value) + 8,
                         ClientResult::Status { json } => bytes_len(json.as_bytes()),
                         ClientResult::Error {
@@ -536,6 +573,23 @@ impl Message {
                         dst.put_u32(*wait_ms);
                     }
                     ClientOp::Status => dst.put_u8(OP_STATUS),
+                    ClientOp::PutBatch { entries, ack } => {
+                        dst.put_u8(OP_PUT_BATCH);
+                        dst.put_u32(entries.len() as u32);
+                        for (k, v) in entries {
+                            put_bytes(dst, k);
+                            put_bytes(dst, v);
+                        }
+                        dst.put_u8(ack.to_u8());
+                    }
+                    ClientOp::AppendBatch { payloads, ack } => {
+                        dst.put_u8(OP_APPEND_BATCH);
+                        dst.put_u32(payloads.len() as u32);
+                        for p in payloads {
+                            put_bytes(dst, p);
+                        }
+                        dst.put_u8(ack.to_u8());
+                    }
                 }
             }
             Message::ClientResponse { id, result } => {
@@ -545,6 +599,14 @@ impl Message {
                         dst.put_u8(RES_WRITTEN);
                         dst.put_u64(*lsn);
                         dst.put_u64(*term);
+                    }
+                    ClientResult::WrittenBatch { lsns, term } => {
+                        dst.put_u8(RES_WRITTEN_BATCH);
+                        dst.put_u64(*term);
+                        dst.put_u32(lsns.len() as u32);
+                        for l in lsns {
+                            dst.put_u64(*l);
+                        }
                     }
                     ClientResult::Value { value, applied_lsn } => {
                         dst.put_u8(RES_VALUE);
@@ -770,6 +832,46 @@ pub(crate) fn decode_body(type_byte: u8, body: Bytes) -> Result<Message> {
                     wait_ms: r.u32("wait_ms")?,
                 },
                 OP_STATUS => ClientOp::Status,
+                OP_PUT_BATCH => {
+                    // Each entry takes at least 8 bytes (two length prefixes)
+                    // and the ack byte follows: check before allocating.
+                    let n = r.u32("entry count")? as usize;
+                    if n.saturating_mul(8).saturating_add(1) > r.remaining() {
+                        return Err(ProtoError::malformed(
+                            name,
+                            "entry count",
+                            "count exceeds frame",
+                        ));
+                    }
+                    let mut entries = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        let k = r.bytes("key")?;
+                        let v = r.bytes("value")?;
+                        entries.push((k, v));
+                    }
+                    ClientOp::PutBatch {
+                        entries,
+                        ack: ack(&mut r)?,
+                    }
+                }
+                OP_APPEND_BATCH => {
+                    let n = r.u32("payload count")? as usize;
+                    if n.saturating_mul(4).saturating_add(1) > r.remaining() {
+                        return Err(ProtoError::malformed(
+                            name,
+                            "payload count",
+                            "count exceeds frame",
+                        ));
+                    }
+                    let mut payloads = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        payloads.push(r.bytes("payload")?);
+                    }
+                    ClientOp::AppendBatch {
+                        payloads,
+                        ack: ack(&mut r)?,
+                    }
+                }
                 _ => return Err(ProtoError::malformed(name, "op", "unknown operation")),
             };
             Message::ClientRequest { id, op }
@@ -781,6 +883,22 @@ pub(crate) fn decode_body(type_byte: u8, body: Bytes) -> Result<Message> {
                     lsn: r.u64("lsn")?,
                     term: r.u64("term")?,
                 },
+                RES_WRITTEN_BATCH => {
+                    let term = r.u64("term")?;
+                    let n = r.u32("lsn count")? as usize;
+                    if n.saturating_mul(8) > r.remaining() {
+                        return Err(ProtoError::malformed(
+                            name,
+                            "lsn count",
+                            "count exceeds frame",
+                        ));
+                    }
+                    let mut lsns = Vec::with_capacity(n);
+                    for _ in 0..n {
+                        lsns.push(r.u64("lsn")?);
+                    }
+                    ClientResult::WrittenBatch { lsns, term }
+                }
                 RES_VALUE => ClientResult::Value {
                     value: r.opt_bytes("value")?,
                     applied_lsn: r.u64("applied_lsn")?,

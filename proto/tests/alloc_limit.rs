@@ -76,3 +76,35 @@ fn decoder_allocations_are_bounded_by_the_limit() {
         "allocated {peak} bytes for a {LIMIT}-byte frame"
     );
 }
+
+/// A batch whose count claims billions of entries in a tiny body is refused
+/// as malformed before any Vec is sized from the count.
+#[test]
+fn hostile_batch_counts_allocate_nothing() {
+    // (type byte, op or result byte) of PutBatch, AppendBatch, WrittenBatch.
+    for (ty, sub, term_first) in [(0x30u8, 6u8, false), (0x30, 7, false), (0x31, 5, true)] {
+        let mut body = BytesMut::new();
+        body.put_u8(ty);
+        body.put_u64(1); // id
+        body.put_u8(sub);
+        if term_first {
+            body.put_u64(3); // term
+        }
+        body.put_u32(u32::MAX); // count
+        body.put_u8(0);
+        let mut buf = BytesMut::new();
+        buf.put_u32(body.len() as u32);
+        buf.extend_from_slice(&body);
+        let peak = peak_during(|| {
+            let r = FrameCodec::established(1 << 20).decode(&mut buf);
+            assert!(
+                matches!(r, Err(ProtoError::Malformed { .. })),
+                "type {ty:#x} sub {sub}: {r:?}"
+            );
+        });
+        assert!(
+            peak < 4096,
+            "allocated {peak} bytes for a batch count of u32::MAX"
+        );
+    }
+}

@@ -396,6 +396,52 @@ pub async fn handle_client_op(shared: &Shared, op: ClientOp) -> ClientResult {
             };
             ("get", res)
         }
+        ClientOp::PutBatch { entries, ack } => {
+            if let Err(m) = check_batch(entries.len()) {
+                return bad(m);
+            }
+            if let Some(i) = entries
+                .iter()
+                .position(|(k, _)| k.is_empty() || k.len() > receiver::state::MAX_KEY_BYTES)
+            {
+                return bad(format!(
+                    "entry {i}: key must be 1 to {} bytes",
+                    receiver::state::MAX_KEY_BYTES
+                ));
+            }
+            // Every record's payload in one buffer, then one WAL append.
+            let total: usize = entries.iter().map(|(k, v)| 4 + k.len() + v.len()).sum();
+            let mut buf = Vec::with_capacity(total);
+            let mut bounds = Vec::with_capacity(entries.len());
+            for (k, v) in &entries {
+                let at = buf.len();
+                buf.extend_from_slice(&(k.len() as u32).to_be_bytes());
+                buf.extend_from_slice(k);
+                buf.extend_from_slice(v);
+                bounds.push((at, buf.len()));
+            }
+            let records: Vec<(u8, &[u8])> = bounds
+                .iter()
+                .map(|&(a, b)| (receiver::state::KIND_PUT, &buf[a..b]))
+                .collect();
+            (
+                "put_batch",
+                batch_result(shared, shared.write_batch(&records, ack_level(ack)).await),
+            )
+        }
+        ClientOp::AppendBatch { payloads, ack } => {
+            if let Err(m) = check_batch(payloads.len()) {
+                return bad(m);
+            }
+            let records: Vec<(u8, &[u8])> = payloads
+                .iter()
+                .map(|p| (receiver::state::KIND_LOG, &p[..]))
+                .collect();
+            (
+                "append_batch",
+                batch_result(shared, shared.write_batch(&records, ack_level(ack)).await),
+            )
+        }
         ClientOp::Status => (
             "status",
             ClientResult::Status {
@@ -423,24 +469,44 @@ fn bad(message: String) -> ClientResult {
     }
 }
 
+/// A batch must hold 1 to [`proto::MAX_BATCH_RECORDS`] records.
+fn check_batch(n: usize) -> Result<(), String> {
+    if n == 0 || n > proto::MAX_BATCH_RECORDS {
+        return Err(format!(
+            "a batch must hold 1 to {} records (got {n})",
+            proto::MAX_BATCH_RECORDS
+        ));
+    }
+    Ok(())
+}
+
+fn batch_result(shared: &Shared, r: Result<(Vec<u64>, u64), super::WriteError>) -> ClientResult {
+    match r {
+        Ok((lsns, term)) => ClientResult::WrittenBatch { lsns, term },
+        Err(e) => error_result(shared, e),
+    }
+}
+
 fn write_result(shared: &Shared, r: Result<super::Written, super::WriteError>) -> ClientResult {
     match r {
         Ok(w) => ClientResult::Written {
             lsn: w.lsn.0,
             term: w.term,
         },
-        Err(e) => {
-            let leader = match &e {
-                super::WriteError::NotLeader { leader: Some(id) } => {
-                    shared.cfg.member(id).map(|m| m.addr.to_string())
-                }
-                _ => None,
-            };
-            ClientResult::Error {
-                code: e.code(),
-                message: e.to_string(),
-                leader,
-            }
+        Err(e) => error_result(shared, e),
+    }
+}
+
+fn error_result(shared: &Shared, e: super::WriteError) -> ClientResult {
+    let leader = match &e {
+        super::WriteError::NotLeader { leader: Some(id) } => {
+            shared.cfg.member(id).map(|m| m.addr.to_string())
         }
+        _ => None,
+    };
+    ClientResult::Error {
+        code: e.code(),
+        message: e.to_string(),
+        leader,
     }
 }

@@ -258,14 +258,7 @@ impl Shared {
         let started = std::time::Instant::now();
         let (end, term, handle) = {
             let guard = self.leader.lock();
-            let Some(l) = guard.as_ref() else {
-                return Err(WriteError::NotLeader {
-                    leader: self.role().leader_id,
-                });
-            };
-            if !l.accepting_writes {
-                return Err(WriteError::NotAccepting);
-            }
+            let l = self.accepting_leader(&guard)?;
             let appended = self.wal.append(l.term, kind, payload)?;
             let end = appended.end.0;
             l.progress.lock().record_local_write(end, now_us());
@@ -274,6 +267,66 @@ impl Shared {
         self.metrics
             .wal_appended_bytes_total
             .inc_by(payload.len() as u64);
+        self.wait_ack(end, term, handle, level, started).await
+    }
+
+    /// Append several records as the leader with one WAL append (contiguous,
+    /// all or nothing: a refused batch leaves no record in the WAL) and wait
+    /// until the last one, hence all, is acknowledged at `ack`.
+    ///
+    /// Returns the end LSN of every record, in order, and the term. The errors
+    /// are those of [`Shared::write`]; `BadRequest` for an empty batch.
+    pub async fn write_batch(
+        &self,
+        records: &[(u8, &[u8])],
+        ack: Option<AckLevel>,
+    ) -> Result<(Vec<u64>, u64), WriteError> {
+        if records.is_empty() {
+            return Err(WriteError::BadRequest("empty batch".into()));
+        }
+        let level = ack.unwrap_or(self.cfg.replication.ack);
+        let started = std::time::Instant::now();
+        let (ends, term, handle) = {
+            let guard = self.leader.lock();
+            let l = self.accepting_leader(&guard)?;
+            let appended = self.wal.append_batch(l.term, records)?;
+            let ends: Vec<u64> = appended.iter().map(|a| a.end.0).collect();
+            let last = ends.last().copied().unwrap_or(0);
+            l.progress.lock().record_local_write(last, now_us());
+            (ends, l.term, l.gate.register(last, level))
+        };
+        let bytes: usize = records.iter().map(|(_, p)| p.len()).sum();
+        self.metrics.wal_appended_bytes_total.inc_by(bytes as u64);
+        let last = ends.last().copied().unwrap_or(0);
+        self.wait_ack(last, term, handle, level, started).await?;
+        Ok((ends, term))
+    }
+
+    /// The leader state if this node leads and accepts writes.
+    fn accepting_leader<'a>(
+        &self,
+        guard: &'a Option<LeaderTerm>,
+    ) -> Result<&'a LeaderTerm, WriteError> {
+        let Some(l) = guard.as_ref() else {
+            return Err(WriteError::NotLeader {
+                leader: self.role().leader_id,
+            });
+        };
+        if !l.accepting_writes {
+            return Err(WriteError::NotAccepting);
+        }
+        Ok(l)
+    }
+
+    /// Publish the new end of WAL `end` and wait for the gate's answer for it.
+    async fn wait_ack(
+        &self,
+        end: u64,
+        term: u64,
+        handle: shipper::gate::WaitHandle,
+        level: AckLevel,
+        started: std::time::Instant,
+    ) -> Result<Written, WriteError> {
         self.written_tx.send_if_modified(|w| {
             if end > *w {
                 *w = end;

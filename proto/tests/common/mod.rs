@@ -187,6 +187,41 @@ pub fn samples() -> Vec<Message> {
             id: 9,
             op: ClientOp::Status,
         },
+        Message::ClientRequest {
+            id: 10,
+            op: ClientOp::PutBatch {
+                entries: vec![(b("k1"), b("v1")), (b("k2"), Bytes::new())],
+                ack: AckLevel::RemoteFlush,
+            },
+        },
+        Message::ClientRequest {
+            id: 11,
+            op: ClientOp::PutBatch {
+                entries: vec![],
+                ack: AckLevel::Default,
+            },
+        },
+        Message::ClientRequest {
+            id: 12,
+            op: ClientOp::AppendBatch {
+                payloads: vec![b("a"), Bytes::new(), b("ccc")],
+                ack: AckLevel::Local,
+            },
+        },
+        Message::ClientResponse {
+            id: 10,
+            result: ClientResult::WrittenBatch {
+                lsns: vec![64, 128, u64::MAX],
+                term: 7,
+            },
+        },
+        Message::ClientResponse {
+            id: 11,
+            result: ClientResult::WrittenBatch {
+                lsns: vec![],
+                term: 0,
+            },
+        },
         Message::ClientResponse {
             id: 1,
             result: ClientResult::Written { lsn: 77, term: 3 },
@@ -289,12 +324,21 @@ fn arb_op() -> impl Strategy<Value = ClientOp> {
             }
         }),
         Just(ClientOp::Status),
+        (
+            prop::collection::vec((arb_bytes(16), arb_bytes(32)), 0..6),
+            arb_ack()
+        )
+            .prop_map(|(entries, ack)| ClientOp::PutBatch { entries, ack }),
+        (prop::collection::vec(arb_bytes(32), 0..6), arb_ack())
+            .prop_map(|(payloads, ack)| ClientOp::AppendBatch { payloads, ack }),
     ]
 }
 
 fn arb_result() -> impl Strategy<Value = ClientResult> {
     prop_oneof![
         (any::<u64>(), any::<u64>()).prop_map(|(lsn, term)| ClientResult::Written { lsn, term }),
+        (prop::collection::vec(any::<u64>(), 0..8), any::<u64>())
+            .prop_map(|(lsns, term)| ClientResult::WrittenBatch { lsns, term }),
         (prop::option::of(arb_bytes(64)), any::<u64>())
             .prop_map(|(value, applied_lsn)| ClientResult::Value { value, applied_lsn }),
         arb_string().prop_map(|json| ClientResult::Status { json }),
