@@ -101,6 +101,15 @@ pub enum Command {
         #[command(flatten)]
         client: ClientOpts,
     },
+    /// Write a checkpoint of the applied state of the node at --endpoint now
+    /// (POST /v1/admin/checkpoint, as PostgreSQL's CHECKPOINT).
+    Checkpoint {
+        /// Print the node's JSON answer instead of one line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
     /// Write KEY = VALUE; prints the returned LSN.
     Put {
         /// Key.

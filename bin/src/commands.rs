@@ -280,6 +280,50 @@ pub async fn admin(opts: &ClientOpts, path: &str, body: Value) -> i32 {
     0
 }
 
+/// `walship checkpoint`: `POST /v1/admin/checkpoint` on the node at `--endpoint`
+/// (no redirect: every node checkpoints its own state). Prints one line
+/// (`checkpoint at X/X written (term T, N entries, B bytes)`, or `... already
+/// covers the applied state` when nothing new was applied), or the JSON answer
+/// with `--json`. Exit 1 with the node's reason when it fails.
+pub async fn checkpoint(opts: &ClientOpts, json: bool) -> i32 {
+    let http = match Http::new(opts) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("walship: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let url = format!("{}/v1/admin/checkpoint", http.base);
+    let r = match http.req(reqwest::Method::POST, &url).send().await {
+        Ok(r) => r,
+        Err(e) => return fail(format!("{url}: {e}")),
+    };
+    let status = r.status();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        return fail(error_text(&v, status));
+    }
+    if json {
+        println!("{v}");
+        return 0;
+    }
+    match v["lsn"].as_str() {
+        Some(lsn) => {
+            let what = if v["written"].as_bool() == Some(true) {
+                "written"
+            } else {
+                "already covers the applied state (nothing new to write)"
+            };
+            println!(
+                "checkpoint at {lsn} {what} (term {}, {} entries, {} bytes)",
+                v["term"], v["entries"], v["bytes"]
+            );
+        }
+        None => println!("no checkpoint: nothing applied yet"),
+    }
+    0
+}
+
 /// `walship rebuild`: ask the node at `--endpoint` to rebuild itself from the
 /// leader's checkpoint, show a progress bar fed by its `/status`, and return
 /// once it streams again (0), or 1 with the reason when an attempt fails (the

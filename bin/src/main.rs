@@ -66,6 +66,7 @@ async fn run(cli: Cli) -> i32 {
             commands::admin(&client, "/v1/admin/resume", serde_json::json!({})).await
         }
         Command::Rebuild { client } => commands::rebuild(&client).await,
+        Command::Checkpoint { json, client } => commands::checkpoint(&client, json).await,
         Command::Put {
             key,
             value,

@@ -20,6 +20,8 @@ pub struct Metrics {
     pub elections_started_total: IntCounter,
     /// Elections this node won.
     pub elections_won_total: IntCounter,
+    /// Votes and pre-votes this node refused (label `reason`: the refusal name).
+    pub votes_refused_total: IntCounterVec,
     /// LSNs of this node (label `kind`: write, flush, commit, apply).
     pub lsn: IntGaugeVec,
     /// Per follower lag in bytes (leader only; label `follower`).
@@ -118,6 +120,14 @@ impl Metrics {
                 "Elections this node started",
             ),
             elections_won_total: counter("walship_elections_won_total", "Elections this node won"),
+            votes_refused_total: IntCounterVec::new(
+                Opts::new(
+                    "walship_votes_refused_total",
+                    "Vote and pre-vote requests this node refused, by reason",
+                ),
+                &["reason"],
+            )
+            .unwrap_or_else(|e| panic!("{e}")),
             lsn: gauge_vec(
                 "walship_lsn_bytes",
                 "LSN (byte position in the WAL) of this node, by kind: write, flush, commit, apply",
@@ -291,6 +301,7 @@ impl Metrics {
             Box::new(m.leader_changes_total.clone()),
             Box::new(m.elections_started_total.clone()),
             Box::new(m.elections_won_total.clone()),
+            Box::new(m.votes_refused_total.clone()),
             Box::new(m.lsn.clone()),
             Box::new(m.follower_lag_bytes.clone()),
             Box::new(m.follower_lag_seconds.clone()),

@@ -392,3 +392,83 @@ async fn follower_stopped_past_max_retained_is_cut_loose() {
     assert_eq!(fo["state"], "needs_rebuild", "{st}");
     c.shutdown().await;
 }
+
+/// Runs the `walship` binary with `args` (blocking, off the async threads);
+/// returns (exit code, stdout, stderr).
+async fn walship_cli(args: Vec<String>) -> (i32, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_walship"))
+            .args(&args)
+            .env_remove("WALSHIP_ENDPOINT")
+            .env_remove("WALSHIP_TOKEN")
+            .output()
+            .expect("run walship");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .expect("cli task")
+}
+
+/// `walship checkpoint` (INTERFACE.md) calls `POST /v1/admin/checkpoint` on the
+/// node at `--endpoint`: the checkpoint file appears at the applied LSN, a second
+/// call reports that nothing new was written, `--json` prints the node's answer,
+/// and an unreachable node is exit status 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checkpoint_cli_command() {
+    let c = Cluster::start(one_node()).await;
+    let l = c.wait_leader().await;
+    let a = write_keys(&c, l, "a", 100, 20).await;
+    wait_applied(&c, l, a).await;
+    let applied = c.shared(l).applied_lsn();
+    let endpoint = c.url(l);
+    let (code, out, err) = walship_cli(vec![
+        "checkpoint".into(),
+        "--endpoint".into(),
+        endpoint.clone(),
+    ])
+    .await;
+    assert_eq!(code, 0, "stdout {out} stderr {err}");
+    let lsn = wal::Lsn(applied).to_string();
+    assert!(
+        out.starts_with(&format!("checkpoint at {lsn} written")) && out.contains("100 entries"),
+        "{out}"
+    );
+    let dir = receiver::checkpoint::dir_in(&c.data_dir(l));
+    let m = receiver::checkpoint::newest_valid(&dir)
+        .expect("list")
+        .expect("a checkpoint file");
+    assert_eq!((m.lsn.0, m.entries), (applied, 100));
+
+    let (code, out, _) = walship_cli(vec![
+        "checkpoint".into(),
+        "--endpoint".into(),
+        endpoint.clone(),
+    ])
+    .await;
+    assert_eq!(code, 0);
+    assert!(out.contains("already covers"), "{out}");
+
+    let b = write_keys(&c, l, "b", 10, 20).await;
+    wait_applied(&c, l, b).await;
+    let (code, out, _) = walship_cli(vec![
+        "checkpoint".into(),
+        "--json".into(),
+        "--endpoint".into(),
+        endpoint,
+    ])
+    .await;
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(out.trim()).expect("json answer");
+    assert_eq!(v["written"], true, "{v}");
+    assert_eq!(v["entries"], 110, "{v}");
+    assert_eq!(lsn_of(&v["lsn"]), c.shared(l).applied_lsn());
+
+    let dead = format!("http://{}", common::free_addr());
+    let (code, _, err) = walship_cli(vec!["checkpoint".into(), "--endpoint".into(), dead]).await;
+    assert_eq!(code, 1, "{err}");
+    c.shutdown().await;
+}

@@ -387,3 +387,94 @@ async fn rebuild_benchmark() {
     assert_identical(&c, f, "bench").await;
     c.shutdown().await;
 }
+
+/// A node in the middle of a rebuild neither stands for election (not even a
+/// forced `failover --to` it) nor votes: with the leader gone and the rebuilding
+/// node the only other member, the third node asks for votes again and again
+/// and is refused with `rebuilding` (so nobody leads). Once a leader is back, the
+/// node is rebuilt, catches up, and takes part in elections again: the next
+/// failover needs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rebuilding_node_neither_votes_nor_stands() {
+    let mut c = Cluster::start(Opts::new(3, "quorum")).await;
+    let l = c.wait_leader().await;
+    c.wait_streaming(l).await;
+    fill(&c, l, "a", 200, 100).await;
+    c.wait_converged().await;
+    let r = (l + 1) % 3;
+    let v = (l + 2) % 3;
+    // r stops in the middle of a rebuild (the marker a crash leaves behind), and
+    // the leader goes away.
+    c.stop_node(r).await;
+    c.stop_node(l).await;
+    std::fs::write(
+        walship::node::rebuild::marker_path(&c.data_dir(r)),
+        "leader = gone\nstarted_unix_ms = 0\n",
+    )
+    .expect("plant the rebuild marker");
+    c.start_node(r).await;
+    assert!(c.shared(r).rebuild.is_active());
+
+    // A forced promotion of r is refused.
+    let resp = c
+        .http
+        .post(format!("{}/v1/admin/failover", c.url(r)))
+        .json(&serde_json::json!({"to": c.ids[r], "force": true}))
+        .send()
+        .await
+        .expect("failover request");
+    let code = resp.status().as_u16();
+    let body = resp.text().await.unwrap_or_default();
+    assert!(
+        code >= 400,
+        "forced failover to a rebuilding node: {code} {body}"
+    );
+    assert!(body.contains("rebuilding"), "{body}");
+
+    // v stands (its pre-votes go to r) and is refused each time.
+    let refused = |c: &Cluster| {
+        c.shared(r)
+            .metrics
+            .votes_refused_total
+            .with_label_values(&["rebuilding"])
+            .get()
+    };
+    wait_for(
+        "the rebuilding node refused three vote requests",
+        WAIT,
+        || refused(&c) >= 3,
+    )
+    .await;
+    for i in [r, v] {
+        assert_ne!(
+            c.shared(i).role().role,
+            walship::node::Role::Leader,
+            "{} leads although the rebuilding node refuses every vote",
+            c.ids[i]
+        );
+    }
+    assert_eq!(c.shared(r).metrics.elections_won_total.get(), 0);
+
+    // The leader returns: r is rebuilt from it and catches up.
+    c.start_node(l).await;
+    wait_rebuilt(&c, r, 1).await;
+    assert_identical(&c, r, "hold").await;
+    wait_for("the rebuilt node is back in elections", WAIT, || {
+        let s = c.shared(r);
+        !s.rebuild.holds_out_of_elections(*s.flush_tx.borrow())
+    })
+    .await;
+    // The leader stops: the two others elect one of them, which needs r's vote
+    // (or r standing).
+    let l2 = c.wait_leader().await;
+    let before = refused(&c);
+    c.stop_node(l2).await;
+    let l3 = c.wait_leader().await;
+    assert_ne!(l3, l2);
+    assert_eq!(
+        refused(&c),
+        before,
+        "no refusal for rebuilding after it caught up"
+    );
+    c.shutdown().await;
+}

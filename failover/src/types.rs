@@ -90,6 +90,10 @@ pub enum Refusal {
     NotLeader,
     /// A leadership transfer is already running.
     TransferInProgress,
+    /// The voter (or the would-be candidate) is being rebuilt from the leader's
+    /// checkpoint, or has not yet caught up after a rebuild: its log position does
+    /// not say which writes it held, so it neither votes nor stands (not even forced).
+    Rebuilding,
 }
 
 impl Refusal {
@@ -107,6 +111,7 @@ impl Refusal {
             Refusal::Paused => "paused",
             Refusal::NotLeader => "not_leader",
             Refusal::TransferInProgress => "transfer_in_progress",
+            Refusal::Rebuilding => "rebuilding",
         }
     }
 
@@ -124,6 +129,7 @@ impl Refusal {
             Refusal::Paused => 9,
             Refusal::NotLeader => 10,
             Refusal::TransferInProgress => 11,
+            Refusal::Rebuilding => 12,
         }
     }
 
@@ -141,6 +147,7 @@ impl Refusal {
             9 => Refusal::Paused,
             10 => Refusal::NotLeader,
             11 => Refusal::TransferInProgress,
+            12 => Refusal::Rebuilding,
             _ => return None,
         })
     }

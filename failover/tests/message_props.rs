@@ -16,7 +16,7 @@ fn id() -> impl Strategy<Value = String> {
 }
 
 fn refusal() -> impl Strategy<Value = Option<Refusal>> {
-    (0u8..=11).prop_map(Refusal::from_code)
+    (0u8..=12).prop_map(Refusal::from_code)
 }
 
 fn message() -> impl Strategy<Value = Message> {

@@ -159,6 +159,11 @@ pub async fn run(
                 l.accepting_writes = false;
             }
         }
+        // A node being rebuilt (or not yet caught up after it) neither votes nor
+        // stands: set before every step, so no vote request is answered with a
+        // stale flag.
+        let flushed = *shared.flush_tx.borrow();
+        core.set_rebuilding(shared.rebuild.holds_out_of_elections(flushed));
         // The log may have moved by truncation without a flush change: refresh it.
         let pos = log_position(&shared);
         if pos != last_pos {
@@ -228,6 +233,18 @@ async fn execute(
                 }
             }
             Action::Send { to, msg } => {
+                if let FMsg::VoteResponse {
+                    granted: false,
+                    reject_reason: Some(r),
+                    ..
+                } = &msg
+                {
+                    shared
+                        .metrics
+                        .votes_refused_total
+                        .with_label_values(&[r.as_str()])
+                        .inc();
+                }
                 let tx = peers
                     .entry(to.clone())
                     .or_insert_with(|| spawn_peer(shared.clone(), to.clone()));

@@ -28,7 +28,7 @@
 //! is retried (backoff 1 s → 10 s) as long as the marker exists.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -84,6 +84,10 @@ pub struct RebuildProgress {
 #[derive(Debug, Default)]
 pub struct RebuildState {
     active: AtomicBool,
+    /// Flushed WAL end this node had when its current (or last) rebuild began
+    /// (0: none pending): until its flushed LSN is back there, it stays out of
+    /// elections (see [`RebuildState::holds_out_of_elections`]).
+    catch_up_floor: AtomicU64,
     requested: AtomicBool,
     progress: Mutex<RebuildProgress>,
     wake: Notify,
@@ -101,6 +105,43 @@ impl RebuildState {
     /// reads are refused and no receiver runs.
     pub fn is_active(&self) -> bool {
         self.active.load(Ordering::Acquire)
+    }
+
+    /// True while this node must neither vote nor stand for election
+    /// (`failover::Node::set_rebuilding`): during a rebuild, and after it until the
+    /// node's flushed WAL (`flushed`) is back at the end it had flushed when the
+    /// rebuild began.
+    ///
+    /// Why the second part: before the rebuild this node may have acknowledged
+    /// (flushed) writes up to that end, and a leader may have counted it in the
+    /// majority that committed them. The rebuilt WAL restarts at the leader's
+    /// checkpoint, which can lie below; voting with that shorter log could elect a
+    /// candidate that misses those committed writes (Raft's rule: a voter never
+    /// forgets its log). Once the stream brought it back to that end, its position
+    /// covers everything it ever acknowledged. (If the leader writes nothing more,
+    /// the node stays out until it does; the other members still form the majority
+    /// they formed without it.)
+    pub fn holds_out_of_elections(&self, flushed: u64) -> bool {
+        if self.is_active() {
+            return true;
+        }
+        let floor = self.catch_up_floor.load(Ordering::Acquire);
+        if floor == 0 {
+            return false;
+        }
+        if flushed >= floor {
+            // Caught up: clear it (a new rebuild sets a new floor first).
+            let _ =
+                self.catch_up_floor
+                    .compare_exchange(floor, 0, Ordering::AcqRel, Ordering::Acquire);
+            return false;
+        }
+        true
+    }
+
+    /// Remember the flushed end this node had before a rebuild (the highest wins).
+    fn raise_floor(&self, flushed: u64) {
+        self.catch_up_floor.fetch_max(flushed, Ordering::AcqRel);
     }
 
     /// A snapshot of the progress.
@@ -138,6 +179,19 @@ pub fn detect_interrupted(shared: &Shared) -> bool {
     if !marker.exists() {
         return false;
     }
+    // The flushed end before the interrupted rebuild (recorded in the marker; the
+    // WAL may already have been reset below it), or the WAL's end now.
+    let recorded = std::fs::read_to_string(&marker)
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("flush_lsn = ").map(str::to_string))
+        })
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    shared
+        .rebuild
+        .raise_floor(recorded.max(shared.wal.write_lsn().0));
     shared.rebuild.active.store(true, Ordering::Release);
     shared.rebuild.set_phase("starting");
     tracing::warn!(
@@ -228,11 +282,15 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-fn write_marker(data_dir: &Path, leader: &str) -> std::io::Result<()> {
+fn write_marker(data_dir: &Path, leader: &str, flush_lsn: u64) -> std::io::Result<()> {
     use std::io::Write;
     let tmp = data_dir.join(format!("{MARKER_FILE}.tmp"));
     let mut f = std::fs::File::create(&tmp)?;
-    writeln!(f, "leader = {leader}\nstarted_unix_ms = {}", now_ms())?;
+    writeln!(
+        f,
+        "leader = {leader}\nstarted_unix_ms = {}\nflush_lsn = {flush_lsn}",
+        now_ms()
+    )?;
     f.sync_all()?;
     std::fs::rename(&tmp, marker_path(data_dir))?;
     sync_dir(data_dir)
@@ -423,8 +481,12 @@ async fn run_once(shared: &Arc<Shared>) -> Result<(), String> {
     if !shared.rebuild.is_active() {
         let d = data_dir.clone();
         let l = leader.clone();
+        // Out of elections from here until caught up again (before the marker: a
+        // crash right after it finds the floor in it).
+        let flushed = shared.wal.flush_lsn().0;
+        shared.rebuild.raise_floor(flushed);
         blocking("write the rebuild marker", move || {
-            write_marker(&d, &l)
+            write_marker(&d, &l, flushed)
                 .map_err(|e| format!("cannot write the rebuild marker in {}: {e}", d.display()))
         })
         .await?;

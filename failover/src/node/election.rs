@@ -38,6 +38,10 @@ impl Node {
 
     /// May this node stand? `force` skips every rule. Mirrors [`Node::candidate_check`].
     pub(super) fn can_stand(&self, force: bool) -> Result<(), Refusal> {
+        // Not even forced: a node being rebuilt has no complete state to lead with.
+        if self.rebuilding {
+            return Err(Refusal::Rebuilding);
+        }
         if force {
             return Ok(());
         }
@@ -192,6 +196,7 @@ impl Node {
     /// | 1 | req.term < term | refuse `stale_term` (our term) |
     /// | 2 | check-quorum and (we lead, or heard a leader within the lease) | refuse `leader_alive` |
     /// | 3 | cluster paused | refuse `paused` |
+    /// | 3b | this node is being rebuilt (`set_rebuilding`) | refuse `rebuilding` |
     /// | 4 | req.term == term and (voted for another, or a leader is known) | refuse `already_voted` |
     /// | 5 | candidate not member / priority 0 / log behind / mode rule (unless force) | refuse with that reason |
     /// | 6 | otherwise | grant, answer carries req.term |
@@ -206,6 +211,7 @@ impl Node {
     /// | 4 | already voted for this candidate | grant again (duplicate request) |
     /// | 5 | voted for another, or a leader is known in this term | refuse `already_voted` |
     /// | 6 | paused and not transfer | refuse `paused` |
+    /// | 6b | this node is being rebuilt (`set_rebuilding`), even if forced | refuse `rebuilding` |
     /// | 7 | member / priority / log / mode checks fail (unless force) | refuse with that reason |
     /// | 8 | otherwise | vote: persist `voted_for` (PersistState first), reset timer, grant |
     #[allow(clippy::too_many_arguments)]
@@ -242,6 +248,8 @@ impl Node {
                 Err(Refusal::LeaderAlive)
             } else if paused_block {
                 Err(Refusal::Paused)
+            } else if self.rebuilding {
+                Err(Refusal::Rebuilding)
             } else if term == self.ps.term
                 && (self.ps.voted_for.as_deref().is_some_and(|v| v != candidate)
                     || self.leader_id.is_some())
@@ -268,6 +276,8 @@ impl Node {
             Err(Refusal::AlreadyVoted)
         } else if paused_block {
             Err(Refusal::Paused)
+        } else if self.rebuilding {
+            Err(Refusal::Rebuilding)
         } else {
             self.candidate_check(candidate, pos, force)
         };

@@ -180,6 +180,8 @@ pub struct Node {
     /// Last leader flush heard: (term, lsn).
     leader_flush: Option<(u64, u64)>,
     fenced: bool,
+    /// Set by the driver while this node is rebuilt (see [`Node::set_rebuilding`]).
+    rebuilding: bool,
     // ---- leader only ----
     peers: BTreeMap<String, Peer>,
     leader_since_ms: u64,
@@ -222,6 +224,7 @@ impl Node {
             succession: Vec::new(),
             leader_flush: None,
             fenced: false,
+            rebuilding: false,
             peers,
             leader_since_ms: now_ms,
             next_heartbeat_ms: now_ms,
@@ -305,6 +308,37 @@ impl Node {
     /// The state as it must be on disk.
     pub fn persistent_state(&self) -> &PersistentState {
         &self.ps
+    }
+
+    /// Marks this node as being rebuilt (`true`) or whole again (`false`).
+    ///
+    /// While set, the node neither stands for election (timer, `Campaign` even
+    /// with `force`, `TimeoutNow`) nor grants a vote or pre-vote (refusal
+    /// [`Refusal::Rebuilding`](crate::Refusal::Rebuilding)): a node whose state and
+    /// WAL are being replaced cannot tell which writes it held, so its
+    /// `(last_term, last_lsn)` must not count, neither to win nor to let a candidate
+    /// that misses acknowledged writes win (Raft's rule that a voter must not forget
+    /// its log). It still follows heartbeats and adopts higher terms. The driver
+    /// keeps it set until the node caught up again (bin: `node::rebuild`).
+    pub fn set_rebuilding(&mut self, on: bool) {
+        if self.rebuilding != on {
+            tracing::info!(
+                term = self.ps.term,
+                rebuilding = on,
+                "{}",
+                if on {
+                    "node is being rebuilt: it neither votes nor stands for election until it caught up"
+                } else {
+                    "rebuild done and caught up: the node votes and may stand for election again"
+                }
+            );
+            self.rebuilding = on;
+        }
+    }
+
+    /// True while [`Node::set_rebuilding`] holds this node out of elections.
+    pub fn is_rebuilding(&self) -> bool {
+        self.rebuilding
     }
 
     /// Local flushed log position as last reported.

@@ -180,3 +180,57 @@ fn leader_refuses_non_transfer_votes_and_keeps_leading() {
     assert_eq!(answer(&a), (1, false, Some(Refusal::LeaderAlive)));
     assert_eq!(l.role(), Role::Leader);
 }
+
+/// A node being rebuilt refuses votes and pre-votes (even forced ones), never
+/// stands (timer, forced campaign, TimeoutNow), still adopts higher terms, and
+/// votes again once the driver clears the flag.
+#[test]
+fn rebuilding_node_neither_votes_nor_stands() {
+    let mut n = node("n1", 3);
+    n.set_rebuilding(true);
+    assert!(n.is_rebuilding());
+    let a = n.step(10, msg("n2", vote_req(1, "n2", pos(5, 500), true)));
+    assert_eq!(answer(&a), (0, false, Some(Refusal::Rebuilding)));
+    let a = n.step(11, msg("n2", vote_req(1, "n2", pos(5, 500), false)));
+    assert_eq!(answer(&a), (1, false, Some(Refusal::Rebuilding)));
+    assert_eq!(n.term(), 1, "a higher term is still adopted");
+    assert_eq!(n.voted_for(), None);
+    let mut forced = vote_req(2, "n3", pos(5, 500), false);
+    if let Message::VoteRequest { force, .. } = &mut forced {
+        *force = true;
+    }
+    let a = n.step(12, msg("n3", forced));
+    assert_eq!(answer(&a), (2, false, Some(Refusal::Rebuilding)));
+    // Long past every election timeout: still a follower, no request sent.
+    for t in (100..20_000).step_by(50) {
+        let a = n.step(t, Event::Tick);
+        assert!(
+            !sends(&a)
+                .iter()
+                .any(|(_, m)| matches!(m, Message::VoteRequest { .. })),
+            "a rebuilding node asked for votes at {t} ms"
+        );
+        assert_eq!(n.role(), Role::Follower);
+    }
+    let a = n.step(
+        20_000,
+        Event::Admin(crate::AdminCommand::Campaign { force: true }),
+    );
+    assert!(
+        a.iter().any(|x| matches!(
+            x,
+            Action::AdminRefused {
+                reason: Refusal::Rebuilding,
+                ..
+            }
+        )),
+        "{a:?}"
+    );
+    let a = n.step(20_001, msg("n2", Message::TimeoutNow { term: 2 }));
+    assert!(!a.iter().any(|x| matches!(x, Action::BecomeLeader { .. })));
+    assert_eq!(n.role(), Role::Follower);
+    // Whole again: the next request (new term) is granted.
+    n.set_rebuilding(false);
+    let a = n.step(20_010, msg("n2", vote_req(3, "n2", pos(5, 500), false)));
+    assert_eq!(answer(&a), (3, true, None));
+}
