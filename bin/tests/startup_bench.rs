@@ -23,6 +23,12 @@ use receiver::state::{encode_put, Applied, KvStore, StateMachine, KIND_PUT};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: writes 1 GiB; run with --ignored --nocapture"]
 async fn startup_with_1gib_wal_and_recent_checkpoint() {
+    if let Ok(f) = std::env::var("WALSHIP_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(f))
+            .with_test_writer()
+            .try_init();
+    }
     let mib: u64 = std::env::var("WALSHIP_STARTUP_BENCH_MIB")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -31,7 +37,16 @@ async fn startup_with_1gib_wal_and_recent_checkpoint() {
         Ok(d) => tempfile::tempdir_in(d).expect("tempdir"),
         Err(_) => tempfile::tempdir().expect("tempdir"),
     };
-    let data = base.path().join("n1");
+    // WALSHIP_STARTUP_BENCH_REUSE=DIR: build the data directory in DIR once and
+    // reuse it in later runs (for profiling the start alone; DIR is kept).
+    let reuse = std::env::var("WALSHIP_STARTUP_BENCH_REUSE")
+        .ok()
+        .map(std::path::PathBuf::from);
+    let data = match &reuse {
+        Some(d) => d.join("n1"),
+        None => base.path().join("n1"),
+    };
+    let prebuilt = reuse.is_some() && data.join("wal").exists();
     let wal_dir = data.join("wal");
     let total = mib << 20;
     let tail = 16u64 << 20;
@@ -41,7 +56,15 @@ async fn startup_with_1gib_wal_and_recent_checkpoint() {
     let t = Instant::now();
     let mut ckpt_lsn = 0;
     let mut records = 0u64;
-    {
+    if prebuilt {
+        let dir = receiver::checkpoint::dir_in(&data);
+        let m = receiver::checkpoint::newest_valid(&dir)
+            .expect("checkpoints")
+            .expect("a checkpoint in the reused directory");
+        ckpt_lsn = m.lsn.0;
+        records = keys;
+        eprintln!("reusing {}", data.display());
+    } else {
         let opts = wal::WalOptions {
             segment_size: 64 << 20,
             ..wal::WalOptions::default()
@@ -92,6 +115,33 @@ async fn startup_with_1gib_wal_and_recent_checkpoint() {
             w.write_lsn().0 >> 20,
             t.elapsed().as_secs_f64()
         );
+    }
+
+    // The phases alone (same warm cache), to see where start-up time goes.
+    let t = Instant::now();
+    {
+        let opts = wal::WalOptions {
+            segment_size: 64 << 20,
+            ..wal::WalOptions::default()
+        };
+        let (w, r) = wal::Wal::open(&wal_dir, opts).expect("open wal");
+        let open = t.elapsed();
+        drop(w);
+        let t = Instant::now();
+        let (m, kv) = receiver::checkpoint::load_newest(&receiver::checkpoint::dir_in(&data))
+            .expect("load checkpoint")
+            .expect("a checkpoint");
+        let load = t.elapsed();
+        println!(
+            "phases: WAL open ({} records, {} segments) {:.0} ms; checkpoint load ({} entries, {} MiB) {:.0} ms",
+            r.records,
+            r.segments,
+            open.as_secs_f64() * 1e3,
+            m.entries,
+            m.len >> 20,
+            load.as_secs_f64() * 1e3
+        );
+        drop(kv);
     }
 
     let listen = walship::demo::bind_listen_port()
