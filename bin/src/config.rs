@@ -161,6 +161,55 @@ pub struct SecurityConfig {
     pub token: Option<String>,
 }
 
+/// `[limits]`: bounds on what one peer can make this node hold (connections,
+/// frames, request bodies, keys, values, pipelined requests, handshake time).
+/// Invariants enforced by validation: `member_reserved_connections <
+/// max_connections`; a `Put` of the largest key and value fits in one client
+/// frame (`max_frame_bytes >= max_key_bytes + max_value_bytes + FRAME_OVERHEAD_BYTES`)
+/// and in one HTTP body (`max_http_body_bytes >= max_value_bytes`); a record of
+/// the largest key and value fits in one WAL record (half a segment) and in one
+/// replication frame ([`MAX_VALUE_BYTES_CEILING`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Binary connections at once (handshaking ones included); beyond it a new
+    /// connection is answered `too_many_connections` and closed.
+    pub max_connections: usize,
+    /// Of `max_connections`, slots only configured members may take (clients
+    /// are refused once `max_connections - member_reserved_connections` are in use).
+    pub member_reserved_connections: usize,
+    /// HTTP connections at once; beyond it a new connection gets 503 and is closed.
+    pub max_http_connections: usize,
+    /// Largest binary frame (type byte + body) a client may send after the handshake.
+    pub max_frame_bytes: usize,
+    /// Largest HTTP request body.
+    pub max_http_body_bytes: usize,
+    /// Largest key (HTTP and binary, single and batch writes).
+    pub max_key_bytes: usize,
+    /// Largest value of a put, or payload of a log record.
+    pub max_value_bytes: usize,
+    /// Requests one binary client connection may have in flight; beyond it the
+    /// node stops reading from that connection until answers go out.
+    pub max_in_flight_per_client: usize,
+    /// A binary connection must complete its handshake, and an HTTP connection
+    /// send a request's headers (also the idle wait between keep-alive
+    /// requests), within this time.
+    pub handshake_timeout: Duration,
+}
+
+/// Bytes of a client `Put` frame besides its key and value (type, id, op,
+/// lengths, ack; 19 today), rounded up: `limits.max_frame_bytes` must be at
+/// least `max_key_bytes + max_value_bytes` plus this.
+pub const FRAME_OVERHEAD_BYTES: usize = 64;
+
+/// Largest `limits.max_value_bytes`: a record of the largest key and value
+/// must fit in one replication frame (`proto::DEFAULT_MAX_FRAME_BYTES`, 64 MiB,
+/// the limit on member links), with room for the record header and key.
+pub const MAX_VALUE_BYTES_CEILING: usize = 60 << 20;
+
+/// Largest size `security.token_file` may have (a token is a short secret;
+/// a larger file is refused at start instead of being read into memory).
+pub const MAX_TOKEN_FILE_BYTES: u64 = 64 << 10;
+
 /// A validated node configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -186,6 +235,8 @@ pub struct Config {
     pub checkpoint: CheckpointConfig,
     /// `[security]`.
     pub security: SecurityConfig,
+    /// `[limits]`.
+    pub limits: LimitsConfig,
 }
 
 impl Config {
@@ -261,6 +312,8 @@ struct RawConfig {
     checkpoint: RawCheckpoint,
     #[serde(default)]
     security: RawSecurity,
+    #[serde(default)]
+    limits: RawLimits,
 }
 
 #[derive(Deserialize)]
@@ -361,6 +414,36 @@ impl Default for RawCheckpoint {
 #[serde(deny_unknown_fields, default)]
 struct RawSecurity {
     token_file: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLimits {
+    max_connections: u64,
+    member_reserved_connections: u64,
+    max_http_connections: u64,
+    max_frame_bytes: String,
+    max_http_body_bytes: Option<String>,
+    max_key_bytes: String,
+    max_value_bytes: Option<String>,
+    max_in_flight_per_client: u64,
+    handshake_timeout: String,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            max_connections: 1024,
+            member_reserved_connections: 16,
+            max_http_connections: 1024,
+            max_frame_bytes: "64MiB".into(),
+            max_http_body_bytes: None,
+            max_key_bytes: "4KiB".into(),
+            max_value_bytes: None,
+            max_in_flight_per_client: 1024,
+            handshake_timeout: "10s".into(),
+        }
+    }
 }
 
 /// Longest duration any config key accepts: 365 days. Bounds the arithmetic the
@@ -602,7 +685,7 @@ impl RawConfig {
             } else {
                 p
             };
-            let t = std::fs::read_to_string(&p).map_err(|e| {
+            let t = read_capped(&p, MAX_TOKEN_FILE_BYTES).map_err(|e| {
                 bad(
                     "security.token_file",
                     &self.security.token_file,
@@ -623,6 +706,7 @@ impl RawConfig {
         if self.data_dir.as_os_str().is_empty() {
             return Err(bad("data_dir", "", "must not be empty"));
         }
+        let limits = self.limits.validate(segment_size)?;
 
         Ok(Config {
             cluster_id: self.cluster_id,
@@ -653,6 +737,157 @@ impl RawConfig {
             },
             checkpoint,
             security: SecurityConfig { token },
+            limits,
+        })
+    }
+}
+
+/// Read a text file of at most `cap` bytes; a larger file is refused without
+/// being read into memory.
+fn read_capped(p: &Path, cap: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    let f = std::fs::File::open(p)?;
+    let mut buf = String::new();
+    // One byte more than the cap tells "too large" from "exactly the cap".
+    f.take(cap + 1).read_to_string(&mut buf)?;
+    if buf.len() as u64 > cap {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("the file is larger than the maximum of {cap} bytes for a token"),
+        ));
+    }
+    Ok(buf)
+}
+
+fn count(key: &str, v: u64, min: u64, max: u64) -> Result<usize, ConfigError> {
+    if v < min || v > max {
+        return Err(bad(key, v, format!("must be from {min} to {max}")));
+    }
+    Ok(v as usize)
+}
+
+impl RawLimits {
+    fn validate(self, segment_size: u64) -> Result<LimitsConfig, ConfigError> {
+        let max_connections = count("limits.max_connections", self.max_connections, 1, 1 << 20)?;
+        let member_reserved_connections = count(
+            "limits.member_reserved_connections",
+            self.member_reserved_connections,
+            0,
+            1 << 20,
+        )?;
+        if member_reserved_connections >= max_connections {
+            return Err(bad(
+                "limits.member_reserved_connections",
+                self.member_reserved_connections,
+                format!(
+                    "must be less than limits.max_connections ({max_connections}), or no client could connect"
+                ),
+            ));
+        }
+        let max_http_connections = count(
+            "limits.max_http_connections",
+            self.max_http_connections,
+            1,
+            1 << 20,
+        )?;
+        let max_in_flight_per_client = count(
+            "limits.max_in_flight_per_client",
+            self.max_in_flight_per_client,
+            1,
+            1 << 20,
+        )?;
+        let handshake_timeout =
+            parse_duration("limits.handshake_timeout", &self.handshake_timeout)?;
+        if handshake_timeout.is_zero() {
+            return Err(bad(
+                "limits.handshake_timeout",
+                &self.handshake_timeout,
+                "must be > 0",
+            ));
+        }
+        let size = |key: &str, v: &str, min: u64, max: u64| -> Result<usize, ConfigError> {
+            let n = parse_size(key, v)?;
+            if n < min || n > max {
+                return Err(bad(key, v, format!("must be from {min} to {max} bytes")));
+            }
+            Ok(n as usize)
+        };
+        let max_key_bytes = size(
+            "limits.max_key_bytes",
+            &self.max_key_bytes,
+            1,
+            receiver::state::MAX_KEY_BYTES as u64,
+        )?;
+        let max_frame_bytes = size(
+            "limits.max_frame_bytes",
+            &self.max_frame_bytes,
+            proto::HANDSHAKE_MAX_FRAME_BYTES as u64,
+            proto::MAX_FRAME_BYTES_CEILING as u64,
+        )?;
+        // A record (4-byte key length, key, value, WAL header and alignment)
+        // must fit in half a segment (wal::record::max_record_len).
+        let wal_room = (segment_size / 2).saturating_sub(max_key_bytes as u64 + 64) as usize;
+        let max_value_bytes = match &self.max_value_bytes {
+            Some(v) => {
+                let n = size(
+                    "limits.max_value_bytes",
+                    v,
+                    1,
+                    MAX_VALUE_BYTES_CEILING as u64,
+                )?;
+                if n > wal_room {
+                    return Err(bad(
+                        "limits.max_value_bytes",
+                        v,
+                        format!(
+                            "a record of this value and a key of limits.max_key_bytes must fit in half a WAL segment: at most {wal_room} bytes with wal.segment_size = {segment_size}"
+                        ),
+                    ));
+                }
+                n
+            }
+            // 16 MiB, or less when a segment or a frame could not hold it.
+            None => (16usize << 20)
+                .min((segment_size / 4) as usize)
+                .min(max_frame_bytes.saturating_sub(max_key_bytes + FRAME_OVERHEAD_BYTES))
+                .max(1),
+        };
+        if max_frame_bytes < max_key_bytes + max_value_bytes + FRAME_OVERHEAD_BYTES {
+            return Err(bad(
+                "limits.max_frame_bytes",
+                &self.max_frame_bytes,
+                format!(
+                    "a put of the largest key and value must fit in one frame: at least limits.max_key_bytes + limits.max_value_bytes + {FRAME_OVERHEAD_BYTES} = {} bytes",
+                    max_key_bytes + max_value_bytes + FRAME_OVERHEAD_BYTES
+                ),
+            ));
+        }
+        let max_http_body_bytes = match &self.max_http_body_bytes {
+            Some(v) => {
+                let n = size("limits.max_http_body_bytes", v, 1, 1 << 32)?;
+                if n < max_value_bytes {
+                    return Err(bad(
+                        "limits.max_http_body_bytes",
+                        v,
+                        format!(
+                            "must be at least limits.max_value_bytes ({max_value_bytes}), the largest value a PUT body carries"
+                        ),
+                    ));
+                }
+                n
+            }
+            None => max_value_bytes,
+        };
+        Ok(LimitsConfig {
+            max_connections,
+            member_reserved_connections,
+            max_http_connections,
+            max_frame_bytes,
+            max_http_body_bytes,
+            max_key_bytes,
+            max_value_bytes,
+            max_in_flight_per_client,
+            handshake_timeout,
         })
     }
 }
@@ -791,5 +1026,131 @@ http = "127.0.0.1:7480"
         assert_eq!(c.security.token.as_deref(), Some("s3cret"));
         let e = Config::parse(&text, Path::new("/nonexistent/node.toml")).unwrap_err();
         assert!(e.to_string().contains("security.token_file"), "{e}");
+    }
+
+    #[test]
+    fn limits_defaults() {
+        let c = parse(MIN).unwrap();
+        let l = &c.limits;
+        assert_eq!(l.max_connections, 1024);
+        assert_eq!(l.member_reserved_connections, 16);
+        assert_eq!(l.max_http_connections, 1024);
+        assert_eq!(l.max_frame_bytes, 64 << 20);
+        assert_eq!(l.max_key_bytes, 4096);
+        assert_eq!(l.max_value_bytes, 16 << 20);
+        assert_eq!(l.max_http_body_bytes, 16 << 20);
+        assert_eq!(l.max_in_flight_per_client, 1024);
+        assert_eq!(l.handshake_timeout, Duration::from_secs(10));
+        // Small segments lower the default value limit so a record fits.
+        let c = parse(&format!("{MIN}\n[wal]\nsegment_size = \"1MiB\"\n")).unwrap();
+        assert_eq!(c.limits.max_value_bytes, 256 << 10);
+        assert_eq!(c.limits.max_http_body_bytes, 256 << 10);
+        // So does a small frame limit.
+        let c = parse(&format!("{MIN}\n[limits]\nmax_frame_bytes = \"1MiB\"\n")).unwrap();
+        assert_eq!(
+            c.limits.max_value_bytes,
+            (1 << 20) - 4096 - FRAME_OVERHEAD_BYTES
+        );
+    }
+
+    #[test]
+    fn limits_every_key_parses() {
+        let text = format!(
+            "{MIN}\n[limits]\nmax_connections = 50\nmember_reserved_connections = 5\n\
+             max_http_connections = 60\nmax_frame_bytes = \"2MiB\"\nmax_http_body_bytes = \"3MiB\"\n\
+             max_key_bytes = \"100\"\nmax_value_bytes = \"1MiB\"\nmax_in_flight_per_client = 7\n\
+             handshake_timeout = \"2s\"\n"
+        );
+        let l = parse(&text).unwrap().limits;
+        assert_eq!(
+            l,
+            LimitsConfig {
+                max_connections: 50,
+                member_reserved_connections: 5,
+                max_http_connections: 60,
+                max_frame_bytes: 2 << 20,
+                max_http_body_bytes: 3 << 20,
+                max_key_bytes: 100,
+                max_value_bytes: 1 << 20,
+                max_in_flight_per_client: 7,
+                handshake_timeout: Duration::from_secs(2),
+            }
+        );
+    }
+
+    #[test]
+    fn limits_bad_values_name_the_key() {
+        for (kv, key) in [
+            ("max_connections = 0", "limits.max_connections"),
+            ("max_connections = -1", "max_connections"),
+            (
+                "member_reserved_connections = 1024",
+                "limits.member_reserved_connections",
+            ),
+            ("max_http_connections = 0", "limits.max_http_connections"),
+            ("max_frame_bytes = \"1KiB\"", "limits.max_frame_bytes"),
+            ("max_frame_bytes = \"8GiB\"", "limits.max_frame_bytes"),
+            ("max_frame_bytes = \"lots\"", "limits.max_frame_bytes"),
+            (
+                "max_frame_bytes = \"1MiB\"\nmax_value_bytes = \"1MiB\"",
+                "limits.max_frame_bytes",
+            ),
+            (
+                "max_http_body_bytes = \"1KiB\"",
+                "limits.max_http_body_bytes",
+            ),
+            ("max_http_body_bytes = \"0\"", "limits.max_http_body_bytes"),
+            ("max_key_bytes = \"0\"", "limits.max_key_bytes"),
+            ("max_key_bytes = \"5KiB\"", "limits.max_key_bytes"),
+            ("max_value_bytes = \"0\"", "limits.max_value_bytes"),
+            ("max_value_bytes = \"61MiB\"", "limits.max_value_bytes"),
+            ("max_value_bytes = \"40MiB\"", "limits.max_value_bytes"), // > half a 64MiB segment
+            (
+                "max_in_flight_per_client = 0",
+                "limits.max_in_flight_per_client",
+            ),
+            ("handshake_timeout = \"0s\"", "limits.handshake_timeout"),
+            ("handshake_timeout = \"later\"", "limits.handshake_timeout"),
+            ("max_conections = 5", "max_conections"),
+        ] {
+            let e = parse(&format!("{MIN}\n[limits]\n{kv}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{kv}: {e}");
+        }
+    }
+
+    #[test]
+    fn huge_token_file_is_refused_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("tok"),
+            vec![b'a'; MAX_TOKEN_FILE_BYTES as usize + 1],
+        )
+        .unwrap();
+        let text = format!("{MIN}\n[security]\ntoken_file = \"tok\"\n");
+        let e = Config::parse(&text, &dir.path().join("node.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("security.token_file"), "{e}");
+        assert!(e.contains("larger than the maximum"), "{e}");
+        // Exactly at the cap is accepted.
+        std::fs::write(
+            dir.path().join("tok"),
+            vec![b'a'; MAX_TOKEN_FILE_BYTES as usize],
+        )
+        .unwrap();
+        let c = Config::parse(&text, &dir.path().join("node.toml")).unwrap();
+        assert_eq!(
+            c.security.token.map(|t| t.len()),
+            Some(MAX_TOKEN_FILE_BYTES as usize)
+        );
+        // An endless file (it used to be read whole: start-up never finished).
+        let text = format!("{MIN}\n[security]\ntoken_file = \"/dev/zero\"\n");
+        let e = parse(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("security.token_file") && e.contains("larger than"),
+            "{e}"
+        );
     }
 }

@@ -23,8 +23,6 @@ use tokio::net::TcpListener;
 use crate::node::election::DriverInput;
 use crate::node::{Role, Shared, WriteError};
 
-/// Largest request body accepted (a value or a log record).
-pub const MAX_BODY_BYTES: usize = 16 << 20;
 /// Longest `wait` a read may ask for.
 const MAX_WAIT: Duration = Duration::from_secs(60);
 
@@ -32,20 +30,14 @@ type S = State<Arc<Shared>>;
 
 /// Serve HTTP until the node shuts down.
 pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
-    let mut shutdown = shared.shutdown.clone();
-    let app = router(shared);
-    let r = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|s| *s).await;
-        })
-        .await;
-    if let Err(e) = r {
-        tracing::error!(error = %e, "HTTP server stopped with an error");
-    }
+    // Connection limit and header timeout: node/limits.rs.
+    let app = router(shared.clone());
+    crate::node::limits::serve_http(shared, listener, app).await;
 }
 
 /// The routes.
 pub fn router(shared: Arc<Shared>) -> Router {
+    let body_max = shared.cfg.limits.max_http_body_bytes;
     Router::new()
         .route("/v1/kv/:key", put(kv_put).get(kv_get).delete(kv_delete))
         .route("/v1/log", post(log_append).get(log_read))
@@ -62,7 +54,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/admin/rebuild", post(admin_rebuild))
         .route("/v1/admin/digest", get(state_digest))
         .route("/v1/admin/checkpoint", post(admin_checkpoint))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::extract::DefaultBodyLimit::max(body_max))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            crate::node::limits::body_limit,
+        ))
         .with_state(shared)
 }
 
@@ -201,16 +197,33 @@ async fn do_write(
     with_lsn(shared, resp)
 }
 
+/// `limits.max_key_bytes` / `max_value_bytes` (node/limits.rs): 413 `too_large`
+/// (400 `bad_request` for an empty key).
 #[allow(clippy::result_large_err)] // an early-return HTTP answer
-fn check_key(key: &str) -> Result<(), Response> {
-    if key.is_empty() || key.len() > receiver::state::MAX_KEY_BYTES {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!("key must be 1 to {} bytes", receiver::state::MAX_KEY_BYTES),
-        ));
-    }
-    Ok(())
+fn check_limits(
+    shared: &Shared,
+    op: &str,
+    key: Option<&str>,
+    value: Option<&[u8]>,
+) -> Result<(), Response> {
+    use crate::node::limits;
+    let l = &shared.cfg.limits;
+    let r = key
+        .map_or(Ok(()), |k| limits::check_key(l, k.as_bytes()))
+        .and_then(|()| value.map_or(Ok(()), |v| limits::check_value(l, v)));
+    r.map_err(|(code, message)| {
+        shared
+            .metrics
+            .client_requests_total
+            .with_label_values(&[op, code.as_str()])
+            .inc();
+        let status = if code == proto::ErrorCode::TooLarge {
+            StatusCode::PAYLOAD_TOO_LARGE
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        error(status, code.as_str(), message)
+    })
 }
 
 async fn kv_put(
@@ -224,7 +237,7 @@ async fn kv_put(
     if !authorized(&shared, &headers) {
         return unauthorized();
     }
-    if let Err(r) = check_key(&key) {
+    if let Err(r) = check_limits(&shared, "put", Some(&key), Some(&body)) {
         return r;
     }
     let ack = match parse_ack(&q) {
@@ -253,7 +266,7 @@ async fn kv_delete(
     if !authorized(&shared, &headers) {
         return unauthorized();
     }
-    if let Err(r) = check_key(&key) {
+    if let Err(r) = check_limits(&shared, "delete", Some(&key), None) {
         return r;
     }
     let ack = match parse_ack(&q) {
@@ -280,6 +293,9 @@ async fn log_append(
 ) -> Response {
     if !authorized(&shared, &headers) {
         return unauthorized();
+    }
+    if let Err(r) = check_limits(&shared, "append", None, Some(&body)) {
+        return r;
     }
     let ack = match parse_ack(&q) {
         Ok(a) => a,

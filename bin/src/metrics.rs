@@ -89,6 +89,14 @@ pub struct Metrics {
     /// Per follower, WAL bytes it may still fall behind before it is cut loose
     /// (leader only; label `follower`).
     pub follower_safe_wal_size_bytes: IntGaugeVec,
+    /// Connections refused or closed by a limit (labels `listener`: binary,
+    /// http; `reason`: too_many_connections, handshake_timeout,
+    /// frame_too_large, too_large).
+    pub connections_refused_total: IntCounterVec,
+    /// Open connections (label `listener`: binary, http).
+    pub open_connections: IntGaugeVec,
+    /// Binary client requests in flight, all connections together.
+    pub client_requests_in_flight: IntGauge,
 }
 
 fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -285,6 +293,24 @@ impl Metrics {
                 "WAL bytes the follower may still fall behind before it is cut loose (wal.max_retained)",
                 &["follower"],
             ),
+            connections_refused_total: IntCounterVec::new(
+                Opts::new(
+                    "walship_connections_refused_total",
+                    "Connections refused or closed by a [limits] bound, by listener and reason",
+                ),
+                &["listener", "reason"],
+            )
+            .unwrap_or_else(|e| panic!("{e}")),
+            open_connections: gauge_vec(
+                "walship_open_connections",
+                "Open connections, by listener (binary, http)",
+                &["listener"],
+            ),
+            client_requests_in_flight: IntGauge::new(
+                "walship_client_requests_in_flight",
+                "Binary client requests being executed, all connections together",
+            )
+            .unwrap_or_else(|e| panic!("{e}")),
             registry,
         };
         // Pre-create the outcomes alerts watch, so that the first one counts
@@ -293,6 +319,11 @@ impl Metrics {
             for outcome in ["ok", "ack_timeout"] {
                 m.client_requests_total.with_label_values(&[op, outcome]);
             }
+        }
+        for listener in ["binary", "http"] {
+            m.open_connections.with_label_values(&[listener]);
+            m.connections_refused_total
+                .with_label_values(&[listener, "too_many_connections"]);
         }
         let r = &m.registry;
         let all: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -335,6 +366,9 @@ impl Metrics {
             Box::new(m.startup_replayed_records.clone()),
             Box::new(m.wal_removed_segments_total.clone()),
             Box::new(m.follower_safe_wal_size_bytes.clone()),
+            Box::new(m.connections_refused_total.clone()),
+            Box::new(m.open_connections.clone()),
+            Box::new(m.client_requests_in_flight.clone()),
         ];
         for c in all {
             r.register(c)

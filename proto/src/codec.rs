@@ -68,6 +68,14 @@ impl FrameCodec {
         self.handshaking = false;
     }
 
+    /// Changes the limit after the handshake (clamped as in [`FrameCodec::new`]),
+    /// e.g. to a node's client limit once the peer turned out to be a client.
+    /// Takes effect at the next frame; a frame already partly buffered is
+    /// checked against the new limit as well.
+    pub fn set_max_frame_bytes(&mut self, max_frame_bytes: usize) {
+        self.max_frame_bytes = max_frame_bytes.clamp(1, MAX_FRAME_BYTES_CEILING);
+    }
+
     /// Whether the small handshake limit is still in force.
     pub fn is_handshaking(&self) -> bool {
         self.handshaking

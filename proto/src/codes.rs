@@ -44,13 +44,17 @@ pub enum ErrorCode {
     Internal,
     /// 16 — the node is being rebuilt from the leader's checkpoint: it serves no reads.
     Rebuilding,
+    /// 17 — the node has no connection slot left for this peer (`limits.max_connections`).
+    TooManyConnections,
+    /// 18 — a key, value or request body exceeds the node's limit (`limits.max_key_bytes`, ...).
+    TooLarge,
     /// Any other number: sent by a newer peer. Kept so it can be logged and relayed.
     Unknown(u16),
 }
 
 impl ErrorCode {
     /// Every known code, in numeric order (for tests and documentation).
-    pub const KNOWN: [ErrorCode; 16] = [
+    pub const KNOWN: [ErrorCode; 18] = [
         ErrorCode::NotLeader,
         ErrorCode::AckTimeout,
         ErrorCode::WaitTimeout,
@@ -67,6 +71,8 @@ impl ErrorCode {
         ErrorCode::ShuttingDown,
         ErrorCode::Internal,
         ErrorCode::Rebuilding,
+        ErrorCode::TooManyConnections,
+        ErrorCode::TooLarge,
     ];
 
     /// The wire number. `from_u16(c.to_u16()) == c` for every code produced by `from_u16`.
@@ -88,6 +94,8 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => 14,
             ErrorCode::Internal => 15,
             ErrorCode::Rebuilding => 16,
+            ErrorCode::TooManyConnections => 17,
+            ErrorCode::TooLarge => 18,
             ErrorCode::Unknown(n) => n,
         }
     }
@@ -96,7 +104,7 @@ impl ErrorCode {
     /// [`ErrorCode::Unknown`] (never an error: forward compatibility).
     pub fn from_u16(n: u16) -> ErrorCode {
         match n {
-            1..=16 => ErrorCode::KNOWN[usize::from(n - 1)],
+            1..=18 => ErrorCode::KNOWN[usize::from(n - 1)],
             other => ErrorCode::Unknown(other),
         }
     }
@@ -121,6 +129,8 @@ impl ErrorCode {
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",
             ErrorCode::Rebuilding => "rebuilding",
+            ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::TooLarge => "too_large",
             ErrorCode::Unknown(_) => "unknown",
         }
     }
@@ -160,7 +170,8 @@ impl FromStr for ErrorCode {
                 value: s.to_string(),
                 expected: "not_leader, ack_timeout, wait_timeout, not_found, wal_not_available, \
                            diverged, bad_request, unauthorized, wrong_cluster, unknown_member, \
-                           version_mismatch, frame_too_large, fenced, shutting_down, internal",
+                           version_mismatch, frame_too_large, fenced, shutting_down, internal, \
+                           rebuilding, too_many_connections, too_large",
             })
     }
 }

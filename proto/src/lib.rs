@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | [`PROTOCOL_VERSION`] | `1` | sent in `Hello`; a different version is refused with `version_mismatch` |
 //! | [`MAGIC`] | `"WSHP"` (`57 53 48 50`) | first 4 bytes of every `Hello` body |
-//! | [`DEFAULT_MAX_FRAME_BYTES`] | 64 MiB | default limit on N after the handshake ([`FrameCodec::new`] sets it) |
+//! | [`DEFAULT_MAX_FRAME_BYTES`] | 64 MiB | default limit on N after the handshake ([`FrameCodec::new`] sets it); a node applies its `limits.max_frame_bytes` to clients ([`FrameCodec::set_max_frame_bytes`]) |
 //! | [`HANDSHAKE_MAX_FRAME_BYTES`] | 64 KiB | limit on N until the handshake has succeeded |
 //! | [`MAX_FRAME_BYTES_CEILING`] | `u32::MAX` | largest configurable limit |
 //!
@@ -259,6 +259,7 @@
 //! | 6 | `diverged` | | 14 | `shutting_down` |
 //! | 7 | `bad_request` | | 15 | `internal` |
 //! | 8 | `unauthorized` | | 16 | `rebuilding` |
+//! | 17 | `too_many_connections` | | 18 | `too_large` |
 //!
 //! # Example
 //!

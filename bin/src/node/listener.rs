@@ -13,14 +13,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
 
 use super::election::DriverInput;
+use super::limits::{self, ConnGate, ConnSlot};
 use super::Shared;
-
-/// Requests one binary client may have in flight at once.
-const MAX_IN_FLIGHT_PER_CLIENT: usize = 1024;
 
 /// Accept connections until shutdown.
 pub async fn run(shared: Arc<Shared>, listener: TcpListener) {
     let mut shutdown = shared.shutdown.clone();
+    let l = &shared.cfg.limits;
+    let gate = ConnGate::new(l.max_connections, l.member_reserved_connections);
+    let refusal = limits::binary_refusal(l);
     loop {
         let (stream, peer_addr) = tokio::select! {
             _ = shutdown.changed() => return,
@@ -33,14 +34,31 @@ pub async fn run(shared: Arc<Shared>, listener: TcpListener) {
                 }
             },
         };
+        // limits.max_connections (node/limits.rs): refused at once, no task.
+        let Some(slot) = gate.try_acquire() else {
+            limits::count_refused(
+                &shared,
+                limits::BINARY,
+                ErrorCode::TooManyConnections.as_str(),
+            );
+            tracing::debug!(peer = %peer_addr, "binary connection refused: limits.max_connections reached");
+            gate.refuse(stream, refusal.clone());
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         tokio::spawn(async move {
             // A connection task ends with the node: it holds the node's state
             // (and so its WAL) for as long as it runs.
             let mut shutdown = shared.shutdown.clone();
+            let gauge = shared
+                .metrics
+                .open_connections
+                .with_label_values(&[limits::BINARY]);
+            gauge.inc();
+            let _gauge = scopeguard(move || gauge.dec());
             tokio::select! {
-                r = serve_connection(shared, stream) => {
+                r = serve_connection(shared, stream, slot) => {
                     if let Err(reason) = r {
                         tracing::warn!(peer = %peer_addr, %reason, "binary connection refused or ended with an error; the node keeps serving");
                     }
@@ -51,13 +69,33 @@ pub async fn run(shared: Arc<Shared>, listener: TcpListener) {
     }
 }
 
-async fn serve_connection(shared: Arc<Shared>, stream: TcpStream) -> Result<(), String> {
+/// Runs `f` when dropped.
+struct Guard<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for Guard<F> {
+    fn drop(&mut self) {
+        (self.0)()
+    }
+}
+
+fn scopeguard<F: FnMut()>(f: F) -> Guard<F> {
+    Guard(f)
+}
+
+async fn serve_connection(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    slot: ConnSlot,
+) -> Result<(), String> {
+    // Member links keep the protocol's 64 MiB (WAL records and checkpoint
+    // chunks); a client gets limits.max_frame_bytes after its handshake.
     let mut framed = Framed::new(stream, FrameCodec::new(proto::DEFAULT_MAX_FRAME_BYTES));
     let token = shared.cfg.security.token.clone();
     let role = shared.role();
     let node_id = shared.cfg.node_id.clone();
+    let handshake_timeout = shared.cfg.limits.handshake_timeout;
     let hello = tokio::time::timeout(
-        Duration::from_secs(5),
+        handshake_timeout,
         proto::server_handshake(
             &mut framed,
             &shared.cfg.cluster_id,
@@ -66,13 +104,22 @@ async fn serve_connection(shared: Arc<Shared>, stream: TcpStream) -> Result<(), 
                 Some(t) => proto::token_eq(t.as_bytes(), presented.as_bytes()),
             },
             |hello| {
-                if let Peer::Node(id) = &hello.peer {
-                    if shared.cfg.member(id).is_none() {
+                match &hello.peer {
+                    Peer::Node(id) if shared.cfg.member(id).is_none() => {
                         return Err(Refusal::new(
                             ErrorCode::UnknownMember,
                             format!("node {id:?} is not a configured member of this cluster"),
                         ));
                     }
+                    Peer::Client if slot.is_reserved() => {
+                        limits::count_refused(
+                            &shared,
+                            limits::BINARY,
+                            ErrorCode::TooManyConnections.as_str(),
+                        );
+                        return Err(limits::client_in_reserved_slot(&shared.cfg.limits));
+                    }
+                    _ => {}
                 }
                 Ok(HelloOk {
                     node_id,
@@ -83,13 +130,23 @@ async fn serve_connection(shared: Arc<Shared>, stream: TcpStream) -> Result<(), 
         ),
     )
     .await
-    .map_err(|_| "no handshake within 5s".to_string())?
+    .map_err(|_| {
+        limits::count_refused(&shared, limits::BINARY, "handshake_timeout");
+        format!("no handshake within {handshake_timeout:?} (limits.handshake_timeout); connection closed")
+    })?
     .map_err(|e| format!("handshake: {e}"))?;
 
-    match hello.peer {
+    let r = match hello.peer {
         Peer::Node(id) => serve_node(shared, framed, id).await,
-        Peer::Client => serve_client(shared, framed).await,
-    }
+        Peer::Client => {
+            framed
+                .codec_mut()
+                .set_max_frame_bytes(shared.cfg.limits.max_frame_bytes);
+            serve_client(shared, framed).await
+        }
+    };
+    drop(slot);
+    r
 }
 
 async fn serve_node(
@@ -206,7 +263,9 @@ async fn serve_node(
 }
 
 /// Serve one binary client. Its requests run concurrently (pipelined, at most
-/// [`MAX_IN_FLIGHT_PER_CLIENT`] at once) inside this connection task, in a
+/// `limits.max_in_flight_per_client` at once: beyond it nothing more is read
+/// from the socket, so the client's sends block, until answers go out) inside
+/// this connection task, in a
 /// `FuturesUnordered`: no task, permit or channel per request. Every pass
 /// takes the requests already readable, then collects every finished answer,
 /// feeds them into the socket and flushes once.
@@ -216,13 +275,14 @@ async fn serve_client(
 ) -> Result<(), String> {
     let mut inflight = FuturesUnordered::new();
     let mut reading = true;
+    let max_in_flight = shared.cfg.limits.max_in_flight_per_client;
     loop {
         // Requests already readable (bounded by the in-flight limit).
-        while reading && inflight.len() < MAX_IN_FLIGHT_PER_CLIENT {
+        while reading && inflight.len() < max_in_flight {
             let Some(m) = framed.next().now_or_never() else {
                 break;
             };
-            match incoming(&mut framed, m).await? {
+            match incoming(&shared, &mut framed, m).await? {
                 Some((id, op)) => inflight.push(run_op(&shared, id, op)),
                 None => reading = false,
             }
@@ -257,8 +317,8 @@ async fn serve_client(
                     }
                 }
             }
-            m = framed.next(), if reading && inflight.len() < MAX_IN_FLIGHT_PER_CLIENT => {
-                match incoming(&mut framed, m).await? {
+            m = framed.next(), if reading && inflight.len() < max_in_flight => {
+                match incoming(&shared, &mut framed, m).await? {
                     Some((id, op)) => inflight.push(run_op(&shared, id, op)),
                     None => reading = false,
                 }
@@ -271,11 +331,27 @@ async fn serve_client(
 /// A frame from a client: `Some((id, op))` for a request, `None` when the
 /// client closed its side, `Err` (after answering with an `Error`) otherwise.
 async fn incoming(
+    shared: &Shared,
     framed: &mut Framed<TcpStream, FrameCodec>,
     m: Option<Result<Message, proto::ProtoError>>,
 ) -> Result<Option<(u64, ClientOp)>, String> {
     match m {
         None => Ok(None),
+        Some(Err(e @ proto::ProtoError::FrameTooLarge { .. })) => {
+            // Refused from the 4-byte header, before anything was allocated.
+            limits::count_refused(shared, limits::BINARY, ErrorCode::FrameTooLarge.as_str());
+            let message = format!(
+                "{e} (limits.max_frame_bytes = {}); connection closed",
+                shared.cfg.limits.max_frame_bytes
+            );
+            let _ = framed
+                .send(Message::Error {
+                    code: ErrorCode::FrameTooLarge,
+                    message: message.clone(),
+                })
+                .await;
+            Err(format!("client: {message}"))
+        }
         Some(Err(e)) => Err(format!("client: {e}")),
         Some(Ok(Message::ClientRequest { id, op })) => Ok(Some((id, op))),
         Some(Ok(msg)) => {
@@ -291,6 +367,10 @@ async fn incoming(
 }
 
 async fn run_op(shared: &Shared, id: u64, op: ClientOp) -> (u64, ClientResult) {
+    let gauge = &shared.metrics.client_requests_in_flight;
+    gauge.inc();
+    // Decremented also when the connection ends with the request pending.
+    let _g = scopeguard(|| gauge.dec());
     (id, handle_client_op(shared, op).await)
 }
 
@@ -306,13 +386,13 @@ fn ack_level(a: proto::AckLevel) -> Option<shipper::AckLevel> {
 
 /// Execute one client operation (shared by the binary protocol and tests).
 pub async fn handle_client_op(shared: &Shared, op: ClientOp) -> ClientResult {
+    let lim = &shared.cfg.limits;
     let (opname, result) = match op {
         ClientOp::Put { key, value, ack } => {
-            if key.is_empty() || key.len() > receiver::state::MAX_KEY_BYTES {
-                return bad(format!(
-                    "key must be 1 to {} bytes",
-                    receiver::state::MAX_KEY_BYTES
-                ));
+            if let Err(e) =
+                limits::check_key(lim, &key).and_then(|()| limits::check_value(lim, &value))
+            {
+                return refused(shared, "put", e);
             }
             let payload = receiver::state::encode_put(&key, &value);
             (
@@ -326,11 +406,8 @@ pub async fn handle_client_op(shared: &Shared, op: ClientOp) -> ClientResult {
             )
         }
         ClientOp::Delete { key, ack } => {
-            if key.is_empty() || key.len() > receiver::state::MAX_KEY_BYTES {
-                return bad(format!(
-                    "key must be 1 to {} bytes",
-                    receiver::state::MAX_KEY_BYTES
-                ));
+            if let Err(e) = limits::check_key(lim, &key) {
+                return refused(shared, "delete", e);
             }
             (
                 "delete",
@@ -342,15 +419,20 @@ pub async fn handle_client_op(shared: &Shared, op: ClientOp) -> ClientResult {
                 ),
             )
         }
-        ClientOp::Append { payload, ack } => (
-            "append",
-            write_result(
-                shared,
-                shared
-                    .write(receiver::state::KIND_LOG, &payload, ack_level(ack))
-                    .await,
-            ),
-        ),
+        ClientOp::Append { payload, ack } => {
+            if let Err(e) = limits::check_value(lim, &payload) {
+                return refused(shared, "append", e);
+            }
+            (
+                "append",
+                write_result(
+                    shared,
+                    shared
+                        .write(receiver::state::KIND_LOG, &payload, ack_level(ack))
+                        .await,
+                ),
+            )
+        }
         ClientOp::Get {
             key,
             min_lsn,
@@ -400,14 +482,12 @@ pub async fn handle_client_op(shared: &Shared, op: ClientOp) -> ClientResult {
             if let Err(m) = check_batch(entries.len()) {
                 return bad(m);
             }
-            if let Some(i) = entries
-                .iter()
-                .position(|(k, _)| k.is_empty() || k.len() > receiver::state::MAX_KEY_BYTES)
-            {
-                return bad(format!(
-                    "entry {i}: key must be 1 to {} bytes",
-                    receiver::state::MAX_KEY_BYTES
-                ));
+            for (i, (k, v)) in entries.iter().enumerate() {
+                if let Err((code, m)) =
+                    limits::check_key(lim, k).and_then(|()| limits::check_value(lim, v))
+                {
+                    return refused(shared, "put_batch", (code, format!("entry {i}: {m}")));
+                }
             }
             // Every record's payload in one buffer, then one WAL append.
             let total: usize = entries.iter().map(|(k, v)| 4 + k.len() + v.len()).sum();
@@ -432,6 +512,11 @@ pub async fn handle_client_op(shared: &Shared, op: ClientOp) -> ClientResult {
         ClientOp::AppendBatch { payloads, ack } => {
             if let Err(m) = check_batch(payloads.len()) {
                 return bad(m);
+            }
+            for (i, p) in payloads.iter().enumerate() {
+                if let Err((code, m)) = limits::check_value(lim, p) {
+                    return refused(shared, "append_batch", (code, format!("entry {i}: {m}")));
+                }
             }
             let records: Vec<(u8, &[u8])> = payloads
                 .iter()
@@ -459,6 +544,20 @@ pub async fn handle_client_op(shared: &Shared, op: ClientOp) -> ClientResult {
         .with_label_values(&[opname, outcome])
         .inc();
     result
+}
+
+/// A write refused by a `[limits]` check (counted under its op and code).
+fn refused(shared: &Shared, op: &str, (code, message): (ErrorCode, String)) -> ClientResult {
+    shared
+        .metrics
+        .client_requests_total
+        .with_label_values(&[op, code.as_str()])
+        .inc();
+    ClientResult::Error {
+        code,
+        message,
+        leader: None,
+    }
 }
 
 fn bad(message: String) -> ClientResult {

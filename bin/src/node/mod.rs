@@ -17,6 +17,7 @@ pub mod basebackup;
 pub mod checkpointer;
 pub mod election;
 pub mod flusher;
+pub mod limits;
 pub mod listener;
 pub mod pins;
 pub mod rebuild;
