@@ -338,10 +338,21 @@ impl Shared {
         });
         let timeout = self.cfg.replication.ack_timeout;
         let result = match tokio::time::timeout(timeout, handle).await {
-            Ok(Ok(_)) => Ok(Written {
-                lsn: wal::Lsn(end),
-                term,
-            }),
+            Ok(Ok(commit)) => {
+                // The gate wakes its waiters before the caller that fed it
+                // publishes the new commit LSN; publish it here as well, so
+                // that /status and followers see the commit LSN of a write
+                // by the time its writer is answered. `commit` is the gate's
+                // published remote_flush commit, at or past `end`, which lies
+                // in this term (so past `term_start_end`).
+                if level == AckLevel::RemoteFlush && commit >= end {
+                    self.raise_commit(commit);
+                }
+                Ok(Written {
+                    lsn: wal::Lsn(end),
+                    term,
+                })
+            }
             Ok(Err(e)) => Err(WriteError::OutcomeUnknown {
                 lsn: wal::Lsn(end),
                 reason: e.to_string(),
