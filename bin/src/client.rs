@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::SplitSink;
@@ -163,10 +164,26 @@ impl Client {
         let p2 = pending.clone();
         tokio::spawn(async move {
             while let Some(Ok(msg)) = stream.next().await {
-                if let Message::ClientResponse { id, result } = msg {
-                    if let Some(tx) = p2.lock().remove(&id) {
-                        let _ = tx.send(result);
+                match msg {
+                    Message::ClientResponse { id, result } => {
+                        if let Some(tx) = p2.lock().remove(&id) {
+                            let _ = tx.send(result);
+                        }
                     }
+                    // The node refuses the connection (e.g. `frame_too_large`
+                    // for a request over its limits.max_frame_bytes) and
+                    // closes it: every pending request gets that reason.
+                    Message::Error { code, message } => {
+                        for (_, tx) in p2.lock().drain() {
+                            let _ = tx.send(ClientResult::Error {
+                                code,
+                                message: message.clone(),
+                                leader: None,
+                            });
+                        }
+                        break;
+                    }
+                    _ => {}
                 }
             }
             p2.lock().clear();
@@ -223,8 +240,23 @@ impl Client {
         let (tx, rx) = oneshot::channel();
         self.pending.lock().insert(id, tx);
         if let Err(e) = self.out.send(Message::ClientRequest { id, op }).await {
+            // The node may have refused the request and closed the connection
+            // while it was being sent (e.g. `frame_too_large`): its `Error`
+            // frame, if one comes, says why better than the failed write.
+            let r = tokio::time::timeout(Duration::from_secs(1), rx).await;
             self.pending.lock().remove(&id);
-            return Err(e);
+            return match r {
+                Ok(Ok(ClientResult::Error {
+                    code,
+                    message,
+                    leader,
+                })) => Err(ClientError::Server {
+                    code,
+                    message,
+                    leader,
+                }),
+                _ => Err(e),
+            };
         }
         let r = rx
             .await

@@ -5,7 +5,7 @@
 //!
 //! | test | what it checks |
 //! |---|---|
-//! | `flood_and_oversized_input_leave_real_clients_served` | every limit refuses with its clear error (binary `too_many_connections`, `frame_too_large`, `too_large`; HTTP 503, 413), idle connections are closed after `limits.handshake_timeout`, at most `max_in_flight_per_client` requests of one client run at once, members still get in (handshake and a restarted follower's replication) while every client slot is taken, the leader's VmRSS stays below baseline + 200 MiB (the oversized frames alone would have made it buffer 512 MiB), the real client never fails, and the refusals are counted in `/metrics` |
+//! | `flood_and_oversized_input_leave_real_clients_served` | every limit refuses with its clear error (binary `too_many_connections`, `frame_too_large` — also as the client library's error for a batch over the frame limit —, `too_large`; HTTP 503, 413), idle connections are closed after `limits.handshake_timeout`, at most `max_in_flight_per_client` requests of one client run at once, members still get in (handshake and a restarted follower's replication) while every client slot is taken, the leader's VmRSS stays below baseline + 200 MiB (the oversized frames alone would have made it buffer 512 MiB), the real client never fails, and the refusals are counted in `/metrics` |
 //!
 //! Bounds are generous upper limits only; nothing asserts a duration.
 
@@ -555,6 +555,23 @@ async fn run() {
         let v: serde_json::Value = resp.json().await.expect("JSON error");
         assert_eq!(v["code"], "too_large", "{v}");
         assert!(v["error"].as_str().unwrap_or("").contains(names), "{v}");
+    }
+    // A batch over limits.max_frame_bytes: the client library reports the
+    // node's frame_too_large (the node closes that connection).
+    let entries: Vec<(Bytes, Bytes)> = (0..8)
+        .map(|i| {
+            (
+                Bytes::from(format!("fb{i}")),
+                Bytes::from(vec![1u8; MAX_VALUE]),
+            )
+        })
+        .collect();
+    match cl.put_batch(entries, AckLevel::Default).await {
+        Err(ClientError::Server { code, message, .. }) => {
+            assert_eq!(code, ErrorCode::FrameTooLarge, "{message}");
+            assert!(message.contains("limits.max_frame_bytes"), "{message}");
+        }
+        other => panic!("expected frame_too_large, got {other:?}"),
     }
     drop(cl);
     real.wait_progress(5, "after oversized input").await;
