@@ -313,6 +313,13 @@ async fn run() {
     // limit refused at once with too_many_connections; the others closed
     // after limits.handshake_timeout.
     const FLOOD: usize = 300;
+    // Slowloris: half a Hello, then nothing.
+    let mut partial = TcpStream::connect(addr).await.expect("connect");
+    partial
+        .write_all(&[0, 0, 0, 100, 0x01, b'W', b'S'])
+        .await
+        .expect("half a Hello");
+    let partial = tokio::spawn(async move { read_to_close(&mut partial).await });
     let mut socks = Vec::new();
     for _ in 0..FLOOD {
         socks.push(TcpStream::connect(addr).await.expect("connect"));
@@ -337,6 +344,10 @@ async fn run() {
             }
         }
     }
+    assert!(
+        partial.await.expect("reader").is_empty(),
+        "a half-sent Hello is closed by the handshake timeout, unanswered"
+    );
     println!("binary flood: {refused} refused at once, {closed} closed by the handshake timeout");
     assert!(refused >= FLOOD - MAX_CONNECTIONS, "{refused} refused");
     assert!(
@@ -348,6 +359,13 @@ async fn run() {
 
     // 2. The same on the HTTP port: 503 too_many_connections beyond the
     // limit; idle ones closed after the header timeout.
+    // Slowloris: half a request head, then nothing.
+    let mut partial = TcpStream::connect(http_addr).await.expect("connect");
+    partial
+        .write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .expect("half a request head");
+    let partial = tokio::spawn(async move { read_to_close(&mut partial).await });
     let mut socks = Vec::new();
     for _ in 0..FLOOD {
         socks.push(TcpStream::connect(http_addr).await.expect("connect"));
@@ -369,6 +387,11 @@ async fn run() {
         assert!(text.contains("limits.max_http_connections"), "{text}");
         refused += 1;
     }
+    let head = partial.await.expect("reader");
+    assert!(
+        !String::from_utf8_lossy(&head).contains("200 OK"),
+        "a half-sent request head is closed by the header timeout, not served"
+    );
     println!("http flood: {refused} refused at once (503), {closed} closed by the header timeout");
     assert!(refused >= FLOOD - MAX_HTTP_CONNECTIONS, "{refused} refused");
     assert!(closed >= 1, "{closed} timed out");
