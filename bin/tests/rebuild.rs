@@ -259,6 +259,14 @@ async fn rebuild_interrupted_halfway_resumes_and_ends_identical() {
 fn bench_opts(_: usize, cfg: &mut Config) {
     cfg.replication.auto_rebuild = true;
     cfg.replication.ack_timeout = Duration::from_secs(30);
+    // WALSHIP_REBUILD_BENCH_MAX_RATE=N (MB/s, 10^6 bytes): the leader's
+    // `replication.rebuild_max_rate`, to measure the writer's share against it.
+    if let Some(mb) = std::env::var("WALSHIP_REBUILD_BENCH_MAX_RATE")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        cfg.replication.rebuild_max_rate = mb * 1_000_000;
+    }
 }
 
 /// Writes of 1 KiB (32 in flight) through `client` until `stop`; returns the count.
@@ -326,23 +334,14 @@ async fn rebuild_benchmark() {
         "filled {mib} MiB of state in {:.1}s",
         t.elapsed().as_secs_f64()
     );
-    // The checkpoint the leader's checkpointer would have taken.
+    // The checkpoint the leader's checkpointer would have taken (through the
+    // node's checkpointer, which serialises it with its own periodic ones).
     let s = c.shared(l).clone();
     let t = Instant::now();
-    let meta = tokio::task::spawn_blocking(move || {
-        let snap = s.kv.read().clone();
-        let lsn = receiver::state::StateMachine::applied_lsn(&snap);
-        let term = s.wal.term_at(wal::Lsn(lsn - 1)).unwrap_or(0);
-        receiver::checkpoint::write(
-            &receiver::checkpoint::dir_in(&s.cfg.data_dir),
-            &snap,
-            wal::Lsn(lsn),
-            term,
-        )
-    })
-    .await
-    .expect("checkpoint task")
-    .expect("checkpoint");
+    walship::node::checkpointer::checkpoint_now(&s, "bench")
+        .await
+        .expect("checkpoint");
+    let meta = s.ckpt.last.lock().clone().expect("a checkpoint");
     println!(
         "checkpoint of {} bytes ({} keys) written in {:.1}s",
         meta.len,

@@ -292,6 +292,7 @@ pub use codec::{
 pub use codes::{AckLevel, ErrorCode, ParseCodeError};
 pub use error::{ProtoError, Result};
 pub use handshake::{client_handshake, server_handshake, token_eq, validate_hello, Refusal};
+pub use message::{base_backup_data_header, BASE_BACKUP_DATA_HEADER_BYTES};
 pub use message::{type_name, types, ClientOp, ClientResult, Hello, HelloOk, Message, Peer, MAGIC};
 
 /// Most records one `PutBatch` / `AppendBatch` may carry (nodes answer

@@ -338,6 +338,27 @@ const RES_WRITTEN_BATCH: u8 = 5;
 const PEER_CLIENT: u8 = 0;
 const PEER_NODE: u8 = 1;
 
+/// Bytes of a `BaseBackupData` frame before its payload (length prefix, type
+/// byte, offset).
+pub const BASE_BACKUP_DATA_HEADER_BYTES: usize = 4 + 1 + 8;
+
+/// The first [`BASE_BACKUP_DATA_HEADER_BYTES`] of the frame that
+/// `FrameCodec` would encode for `Message::BaseBackupData { offset, bytes }` with
+/// `payload_len` bytes: a sender may write this header and then the payload
+/// straight from its own buffer (no copy into the codec's write buffer), with the
+/// same bytes on the wire. `None` when the frame would not fit a `u32` length.
+pub fn base_backup_data_header(
+    offset: u64,
+    payload_len: usize,
+) -> Option<[u8; BASE_BACKUP_DATA_HEADER_BYTES]> {
+    let n = u32::try_from(payload_len.checked_add(1 + 8)?).ok()?;
+    let mut h = [0u8; BASE_BACKUP_DATA_HEADER_BYTES];
+    h[..4].copy_from_slice(&n.to_be_bytes());
+    h[4] = types::BASE_BACKUP_DATA;
+    h[5..].copy_from_slice(&offset.to_be_bytes());
+    Some(h)
+}
+
 impl Message {
     /// The stable type byte of this message ([`types`]).
     pub fn type_byte(&self) -> u8 {

@@ -675,6 +675,20 @@ fn warn_damaged(e: &CheckpointError) {
 /// reported.
 pub fn install(dir: &Path, tmp_file: &Path) -> Result<CheckpointMeta, CheckpointError> {
     let meta = verify(tmp_file)?;
+    install_verified(dir, tmp_file, &meta)
+}
+
+/// [`install`] for a file the caller has just checked completely itself (with
+/// [`load`] or [`verify`], whose metadata `meta` is): fsync it, rename it to
+/// [`file_name`] of its LSN, fsync the directory, prune. Saves a second read of a
+/// large file (a rebuild loads the received copy anyway). Never call it with a
+/// file that was not checked.
+pub fn install_verified(
+    dir: &Path,
+    tmp_file: &Path,
+    meta: &CheckpointMeta,
+) -> Result<CheckpointMeta, CheckpointError> {
+    let meta = meta.clone();
     File::open(tmp_file)
         .and_then(|f| f.sync_all())
         .map_err(|e| CheckpointError::io(tmp_file, e))?;

@@ -17,8 +17,8 @@
 //! | 1 | write `<data_dir>/rebuild.marker` (fsynced): from now on reads answer 503 `rebuilding` and no receiver runs | marker found at start: the rebuild runs again |
 //! | 2 | connect to the leader, `BaseBackupRequest` naming a partial copy kept from an interrupted attempt | as 1 |
 //! | 3 | receive the checkpoint into `checkpoints/rebuild-<LSN>.partial` (contiguous offsets checked, CRC-32 computed on the way) | as 1; the next attempt resumes at the partial copy's length if the leader still serves that checkpoint |
-//! | 4 | compare the whole-file CRC-32 with `BaseBackupEnd`, `checkpoint::install` (verify, fsync, rename, fsync dir) | as 1 (a bad copy is deleted and fetched again) |
-//! | 5 | load the checkpoint into a new `KvStore` (whole file checked first) | as 1 |
+//! | 4 | fsync the copy, compare its whole-file CRC-32 with `BaseBackupEnd` | as 1 (a bad copy is deleted and fetched again) |
+//! | 5 | load it into a new `KvStore` (every field and the file's CRC checked: a state only from a whole valid file), then `checkpoint::install_verified` (rename, fsync dir; no second read of the file) | as 1 |
 //! | 6 | under the state's write lock: reset the WAL to start empty at the checkpoint LSN with the leader's term history, swap in the loaded state | as 1 |
 //! | 7 | remove the marker (fsync dir): the node is whole again | a normal restart: checkpoint + WAL after it |
 //! | 8 | start the receiver from the checkpoint LSN; once it streams, close the transfer connection (which releases the leader's WAL pin) | — |
@@ -569,8 +569,22 @@ async fn run_once(shared: &Arc<Shared>) -> Result<(), String> {
         "rebuild: receiving the leader's checkpoint"
     );
 
-    // Step 3.
+    // Step 3. The file is written by a blocking writer fed through a bounded
+    // channel, so the next chunk is received while the previous one is written
+    // (pipelined; one task per chunk used to serialise network and disk).
     let transfer_started = Instant::now();
+    let (wtx, mut wrx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
+    let wp = path.clone();
+    let file_writer = tokio::task::spawn_blocking(move || -> Result<Partial, String> {
+        use std::io::Write;
+        while let Some(bytes) = wrx.blocking_recv() {
+            part.file
+                .write_all(&bytes)
+                .map_err(|e| format!("cannot write {}: {e}", wp.display()))?;
+            part.crc.update(&bytes);
+        }
+        Ok(part)
+    });
     let mut pos = offset;
     let mut next_log = offset + total / 10;
     let want_crc = loop {
@@ -582,16 +596,15 @@ async fn run_once(shared: &Arc<Shared>) -> Result<(), String> {
                         "checkpoint data at byte {at} (+{n}) does not continue the copy at {pos} of {total}"
                     ));
                 }
-                let p = path.clone();
-                part = blocking("write the partial copy", move || {
-                    use std::io::Write;
-                    part.file
-                        .write_all(&bytes)
-                        .map_err(|e| format!("cannot write {}: {e}", p.display()))?;
-                    part.crc.update(&bytes);
-                    Ok(part)
-                })
-                .await?;
+                if wtx.send(bytes).await.is_err() {
+                    // The writer stopped: its error says why.
+                    drop(wtx);
+                    return Err(match file_writer.await {
+                        Ok(Err(e)) => e,
+                        Ok(Ok(_)) => "the partial copy's writer stopped early".into(),
+                        Err(e) => format!("the partial copy's writer failed: {e}"),
+                    });
+                }
                 pos += n;
                 shared.metrics.rebuild_received_bytes_total.inc_by(n);
                 let secs = transfer_started.elapsed().as_secs_f64().max(1e-6);
@@ -629,14 +642,22 @@ async fn run_once(shared: &Arc<Shared>) -> Result<(), String> {
             }
         }
     };
+    drop(wtx);
+    let part = file_writer
+        .await
+        .map_err(|e| format!("the partial copy's writer failed: {e}"))??;
     let secs = transfer_started.elapsed().as_secs_f64().max(1e-6);
     let rate = (pos - offset) as f64 / secs / 1e6;
     shared.rebuild.progress.lock().mb_per_s = rate;
 
-    // Step 4.
+    // Steps 4 and 5. The whole-file CRC-32 against the leader's, then the file is
+    // loaded (which checks every field and the file's own CRC: a state only from a
+    // whole, valid file), then installed (fsync, rename, fsync dir) without a
+    // second verification pass over it.
     shared.rebuild.set_phase("installing");
     let (p2, d2) = (path.clone(), ckpt_dir.clone());
-    let meta = blocking("install the checkpoint", move || {
+    let s2 = shared.clone();
+    let (meta, kv) = blocking("install the checkpoint", move || {
         part.file
             .sync_all()
             .map_err(|e| format!("cannot fsync {}: {e}", p2.display()))?;
@@ -647,13 +668,17 @@ async fn run_once(shared: &Arc<Shared>) -> Result<(), String> {
                 "the received checkpoint's CRC-32 {got:08x} does not match the leader's {want_crc:08x}; the copy was deleted and is fetched again"
             ));
         }
-        match checkpoint::install(&d2, &p2) {
-            Ok(m) => Ok(m),
+        s2.rebuild.set_phase("loading");
+        let (m, kv) = match checkpoint::load(&p2) {
+            Ok(x) => x,
             Err(e) => {
                 let _ = std::fs::remove_file(&p2);
-                Err(format!("the received checkpoint is not valid ({e}); the copy was deleted and is fetched again"))
+                return Err(format!("the received checkpoint is not valid ({e}); the copy was deleted and is fetched again"));
             }
-        }
+        };
+        let meta = checkpoint::install_verified(&d2, &p2, &m)
+            .map_err(|e| format!("cannot install the received checkpoint: {e}"))?;
+        Ok((meta, kv))
     })
     .await?;
     if meta.lsn.0 != lsn {
@@ -663,14 +688,6 @@ async fn run_once(shared: &Arc<Shared>) -> Result<(), String> {
             wal::Lsn(lsn)
         ));
     }
-
-    // Step 5.
-    shared.rebuild.set_phase("loading");
-    let mp = meta.path.clone();
-    let (_, kv) = blocking("load the checkpoint", move || {
-        checkpoint::load(&mp).map_err(|e| e.to_string())
-    })
-    .await?;
     let keys = kv.len();
 
     // Step 6: no receiver runs (stopped above, and `active` keeps it stopped);
