@@ -154,6 +154,18 @@ async fn do_write(
     payload: Vec<u8>,
     ack: Option<shipper::AckLevel>,
 ) -> Response {
+    if let Some(cause) = shared.wal_failure() {
+        shared
+            .metrics
+            .client_requests_total
+            .with_label_values(&[op, "wal_failed"])
+            .inc();
+        let e = WriteError::WalFailed { cause };
+        return with_lsn(
+            shared,
+            error(StatusCode::SERVICE_UNAVAILABLE, "wal_failed", e.to_string()),
+        );
+    }
     if shared.role().role != Role::Leader {
         shared
             .metrics
@@ -189,6 +201,12 @@ async fn do_write(
         }
         Err(e @ WriteError::BadRequest(_)) => {
             error(StatusCode::BAD_REQUEST, "bad_request", e.to_string())
+        }
+        Err(e @ WriteError::WalFailed { .. }) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, "wal_failed", e.to_string())
+        }
+        Err(e @ WriteError::NoSpace(_)) => {
+            error(StatusCode::INSUFFICIENT_STORAGE, "no_space", e.to_string())
         }
         Err(e @ WriteError::Wal(_)) => {
             error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
@@ -526,6 +544,17 @@ async fn state_digest(State(shared): S, headers: HeaderMap) -> Response {
 
 async fn health(State(shared): S) -> Response {
     let role = shared.role();
+    if let Some(cause) = shared.wal_failure() {
+        // Load balancers drop the node: it acknowledges nothing until restarted.
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "wal_failed",
+            format!(
+                "node {}: the WAL failed ({cause}); restart the node once the disk is healthy",
+                shared.cfg.node_id
+            ),
+        );
+    }
     (
         StatusCode::OK,
         Json(json!({"status": "ok", "node_id": shared.cfg.node_id, "role": role.role.as_str()})),

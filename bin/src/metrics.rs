@@ -97,6 +97,12 @@ pub struct Metrics {
     pub open_connections: IntGaugeVec,
     /// Binary client requests in flight, all connections together.
     pub client_requests_in_flight: IntGauge,
+    /// 1 once this node's WAL failed (a failed fsync/fdatasync or a crashed
+    /// append poisoned it): the node acknowledges nothing until it is restarted.
+    pub wal_failed: IntGauge,
+    /// Writes (and term-start records) refused because the disk was full when the
+    /// WAL needed a new segment (`no_space`); they succeed again once space returns.
+    pub wal_no_space_errors_total: IntCounter,
 }
 
 fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -311,6 +317,15 @@ impl Metrics {
                 "Binary client requests being executed, all connections together",
             )
             .unwrap_or_else(|e| panic!("{e}")),
+            wal_failed: IntGauge::new(
+                "walship_wal_failed",
+                "1 once the WAL failed (fsync error): the node acknowledges nothing until restarted",
+            )
+            .unwrap_or_else(|e| panic!("{e}")),
+            wal_no_space_errors_total: counter(
+                "walship_wal_no_space_errors_total",
+                "Writes refused because the disk was full when the WAL needed a new segment",
+            ),
             registry,
         };
         // Pre-create the outcomes alerts watch, so that the first one counts
@@ -369,6 +384,8 @@ impl Metrics {
             Box::new(m.connections_refused_total.clone()),
             Box::new(m.open_connections.clone()),
             Box::new(m.client_requests_in_flight.clone()),
+            Box::new(m.wal_failed.clone()),
+            Box::new(m.wal_no_space_errors_total.clone()),
         ];
         for c in all {
             r.register(c)

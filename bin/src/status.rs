@@ -22,7 +22,9 @@ pub fn status_json(shared: &Shared) -> Value {
         "node_id": shared.cfg.node_id,
         "cluster_id": shared.cfg.cluster_id,
         "role": role.role.as_str(),
-        "state": if role.role != Role::Leader && shared.rebuild.is_active() {
+        "state": if role.state == crate::node::NodeState::WalFailed {
+            "wal_failed"
+        } else if role.role != Role::Leader && shared.rebuild.is_active() {
             "rebuilding"
         } else if role.role == Role::Follower && fv.needs_rebuild && role.state != crate::node::NodeState::Fenced {
             "needs_rebuild"
@@ -39,6 +41,7 @@ pub fn status_json(shared: &Shared) -> Value {
         "commit_lsn": lsn(shared.commit_lsn()),
         "apply_lsn": lsn(shared.applied_lsn()),
         "first_lsn": lsn(shared.wal.first_lsn().0),
+        "wal_failure": shared.wal_failure(),
         "checkpoint": shared.ckpt.last.lock().as_ref().map(|m| json!({
             "lsn": lsn(m.lsn.0), "term": m.term, "entries": m.entries, "bytes": m.len,
         })),

@@ -48,13 +48,21 @@ pub enum ErrorCode {
     TooManyConnections,
     /// 18 — a key, value or request body exceeds the node's limit (`limits.max_key_bytes`, ...).
     TooLarge,
+    /// 19 — the node's WAL failed (an fsync/fdatasync error): it acknowledges no write
+    /// until it is restarted on a healthy disk. A write refused with it was not
+    /// written; a write that was waiting when the WAL failed gets `AckTimeout`
+    /// (outcome unknown) instead.
+    WalFailed,
+    /// 20 — the disk is full: the WAL could not allocate its next segment. The write
+    /// was not written; retry once space is freed (no restart needed).
+    NoSpace,
     /// Any other number: sent by a newer peer. Kept so it can be logged and relayed.
     Unknown(u16),
 }
 
 impl ErrorCode {
     /// Every known code, in numeric order (for tests and documentation).
-    pub const KNOWN: [ErrorCode; 18] = [
+    pub const KNOWN: [ErrorCode; 20] = [
         ErrorCode::NotLeader,
         ErrorCode::AckTimeout,
         ErrorCode::WaitTimeout,
@@ -73,6 +81,8 @@ impl ErrorCode {
         ErrorCode::Rebuilding,
         ErrorCode::TooManyConnections,
         ErrorCode::TooLarge,
+        ErrorCode::WalFailed,
+        ErrorCode::NoSpace,
     ];
 
     /// The wire number. `from_u16(c.to_u16()) == c` for every code produced by `from_u16`.
@@ -96,6 +106,8 @@ impl ErrorCode {
             ErrorCode::Rebuilding => 16,
             ErrorCode::TooManyConnections => 17,
             ErrorCode::TooLarge => 18,
+            ErrorCode::WalFailed => 19,
+            ErrorCode::NoSpace => 20,
             ErrorCode::Unknown(n) => n,
         }
     }
@@ -104,7 +116,7 @@ impl ErrorCode {
     /// [`ErrorCode::Unknown`] (never an error: forward compatibility).
     pub fn from_u16(n: u16) -> ErrorCode {
         match n {
-            1..=18 => ErrorCode::KNOWN[usize::from(n - 1)],
+            1..=20 => ErrorCode::KNOWN[usize::from(n - 1)],
             other => ErrorCode::Unknown(other),
         }
     }
@@ -131,6 +143,8 @@ impl ErrorCode {
             ErrorCode::Rebuilding => "rebuilding",
             ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::TooLarge => "too_large",
+            ErrorCode::WalFailed => "wal_failed",
+            ErrorCode::NoSpace => "no_space",
             ErrorCode::Unknown(_) => "unknown",
         }
     }

@@ -260,6 +260,7 @@
 //! | 7 | `bad_request` | | 15 | `internal` |
 //! | 8 | `unauthorized` | | 16 | `rebuilding` |
 //! | 17 | `too_many_connections` | | 18 | `too_large` |
+//! | 19 | `wal_failed` | | 20 | `no_space` |
 //!
 //! # Example
 //!

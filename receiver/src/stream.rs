@@ -65,6 +65,10 @@ pub trait ReceiverEvents: Send + Sync + 'static {
     fn needs_rebuild(&self, message: &str);
     /// An inline fdatasync ([`FlushPolicy::Inline`]) took `seconds`.
     fn flushed(&self, _seconds: f64) {}
+    /// The local WAL failed (poisoned by a failed fsync/fdatasync or a crashed
+    /// append; `cause` from the WAL). The receiver has stopped for good: it
+    /// appends nothing more and never raises the flush LSN again.
+    fn wal_failed(&self, _cause: &str) {}
 }
 
 /// How received WAL becomes durable (see the module docs).
@@ -190,7 +194,18 @@ pub async fn follow(ctx: FollowContext) {
         if *stop.borrow() {
             return;
         }
+        if let Some(cause) = ctx.wal.poison_cause() {
+            // A failed fsync is never retried and nothing after it is reported
+            // durable: stop following for good (the node reacts to the event).
+            ctx.events
+                .disconnected(&ctx.leader_id, &format!("the local WAL failed: {cause}"));
+            ctx.events.wal_failed(&cause);
+            return;
+        }
         let end = session(&ctx).await;
+        if ctx.wal.poison_cause().is_some() {
+            continue;
+        }
         let wait = match end {
             SessionEnd::Stop => return,
             SessionEnd::Again => Duration::ZERO,
@@ -347,8 +362,10 @@ async fn session(ctx: &FollowContext) -> SessionEnd {
                             Err(e) => {
                                 tracing::error!(
                                     up_to = %wal::Lsn(end),
+                                    flushed = %wal::Lsn(flushed),
                                     error = %e,
-                                    "WAL flush failed on this follower; it stops reporting WAL as flushed (a failed fsync is never retried). Restart the node once the disk is healthy: recovery keeps what is durable"
+                                    "WAL flush failed on this follower; it stops replicating and never reports WAL past {} as flushed (a failed fsync is never retried). Restart the node once the disk is healthy: recovery keeps what is durable",
+                                    wal::Lsn(flushed)
                                 );
                                 return SessionEnd::Failed(format!("WAL flush failed: {e}"));
                             }

@@ -117,13 +117,23 @@ pub async fn run(
     let mut shutdown = shared.shutdown.clone();
     let mut pending_admin: Vec<oneshot::Sender<Result<(), String>>> = Vec::new();
     let mut last_pos = log_position(&shared);
+    let mut wal_failure = shared.wal_failure.subscribe();
 
     loop {
+        if shared.wal_failure().is_some() {
+            for reply in pending_admin.drain(..) {
+                let _ = reply.send(Err("this node's WAL failed".into()));
+            }
+            shared.publish_wal_failed_role();
+            silent(&shared, &mut inputs).await;
+            return Ok(());
+        }
         let deadline = core.next_deadline_ms();
         let sleep_ms = deadline.saturating_sub(now_ms()).min(1000);
         let event = tokio::select! {
             biased;
             _ = shutdown.changed() => return Ok(()),
+            _ = wal_failure.changed() => continue,
             input = inputs.recv() => match input {
                 None => return Ok(()),
                 Some(DriverInput::Peer { from, msg }) => Event::Message { from, msg },
@@ -182,6 +192,34 @@ pub async fn run(
             }
         }
         transitions::publish_core_state(&shared, &core);
+    }
+}
+
+/// After the WAL failed ([`Shared::wal_failed`]): take no part in the
+/// elections until shutdown. No heartbeat (a leader steps down by going quiet,
+/// and the others elect a leader after their election timeout), no vote (a vote
+/// would rest on a log whose unflushed tail cannot be trusted), no candidacy;
+/// peer messages are dropped and admin commands refused.
+async fn silent(shared: &Shared, inputs: &mut mpsc::Receiver<DriverInput>) {
+    tracing::warn!(
+        node = %shared.cfg.node_id,
+        "WAL failed: this node leaves the elections (no heartbeat, vote or candidacy) until it is restarted"
+    );
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            input = inputs.recv() => match input {
+                None => return,
+                Some(DriverInput::Admin { cmd, reply }) => {
+                    let _ = reply.send(Err(format!(
+                        "{} refused: this node's WAL failed (fsync error); restart it once the disk is healthy",
+                        cmd.as_str()
+                    )));
+                }
+                Some(_) => {}
+            },
+        }
     }
 }
 

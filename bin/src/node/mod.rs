@@ -83,9 +83,20 @@ pub enum WriteError {
         /// Why.
         reason: String,
     },
-    /// The WAL refused the append (full disk, failed flush, record too large).
+    /// This node's WAL failed (a failed fsync poisoned it): the write was not
+    /// written, and this node acknowledges nothing until it is restarted.
+    #[error("this node's WAL failed ({cause}); it acknowledges no write until it is restarted on a healthy disk (write not written)")]
+    WalFailed {
+        /// The failure (from the WAL).
+        cause: String,
+    },
+    /// The disk is full: the WAL could not allocate its next segment. Nothing was
+    /// written; the write succeeds again once space is freed.
+    #[error("no space left on the leader's WAL disk (write not written; retry once space is freed): {0}")]
+    NoSpace(String),
+    /// The WAL refused the append (record too large, other I/O error).
     #[error("the WAL refused the write: {0}")]
-    Wal(#[from] wal::WalError),
+    Wal(wal::WalError),
     /// The request itself is unacceptable.
     #[error("{0}")]
     BadRequest(String),
@@ -100,8 +111,20 @@ impl WriteError {
             WriteError::AckTimeout { .. } | WriteError::OutcomeUnknown { .. } => {
                 proto::ErrorCode::AckTimeout
             }
+            WriteError::WalFailed { .. } => proto::ErrorCode::WalFailed,
+            WriteError::NoSpace(_) => proto::ErrorCode::NoSpace,
             WriteError::Wal(_) => proto::ErrorCode::Internal,
             WriteError::BadRequest(_) => proto::ErrorCode::BadRequest,
+        }
+    }
+}
+
+impl From<wal::WalError> for WriteError {
+    fn from(e: wal::WalError) -> Self {
+        match e {
+            wal::WalError::Poisoned { cause } => WriteError::WalFailed { cause },
+            e @ wal::WalError::NoSpace { .. } => WriteError::NoSpace(e.to_string()),
+            e => WriteError::Wal(e),
         }
     }
 }
@@ -189,6 +212,14 @@ pub struct Shared {
     pub retention_pins: Arc<pins::RetentionPins>,
     /// Checkpoints, start-up replay and retention state.
     pub ckpt: checkpointer::CheckpointState,
+    /// Set once (never cleared) when the WAL failed: the cause. See
+    /// [`Shared::wal_failed`].
+    pub wal_failure: watch::Sender<Option<String>>,
+    /// Set while this node was elected but could not write its term-start record
+    /// (a full disk): the error. Writes are refused with `no_space` meanwhile; the
+    /// record is retried until it is written or the term ends.
+    /// `(term, error)`; lock order: this before `leader`.
+    pub term_start_pending: Mutex<Option<(u64, String)>>,
 }
 
 impl Shared {
@@ -205,6 +236,115 @@ impl Shared {
     /// Current role snapshot.
     pub fn role(&self) -> RoleInfo {
         self.role_tx.borrow().clone()
+    }
+
+    /// Why this node's WAL failed, or None while it is healthy.
+    pub fn wal_failure(&self) -> Option<String> {
+        self.wal_failure.borrow().clone()
+    }
+
+    /// The WAL failed (a failed fsync/fdatasync, or a crashed append, poisoned
+    /// it; `what` says where it was seen). Called by every flush path (the
+    /// flusher thread, the receiver's inline flush) and by the write path; runs
+    /// once, later calls do nothing.
+    ///
+    /// PostgreSQL's fsync lesson: after a failed fsync the kernel may have
+    /// dropped the dirty pages, so nothing written since the last successful
+    /// flush may be reported durable, and the fsync is never retried. This node
+    /// therefore, at once and for good (until restarted):
+    /// * stops leading: waiting writes end with "outcome unknown", later writes
+    ///   are refused with `wal_failed` (the WAL refuses every append);
+    /// * stops replicating as a follower: its flush LSN stays at what is durable,
+    ///   so it never counts towards an acknowledgement again;
+    /// * leaves the elections (its failover driver goes silent: no heartbeat, no
+    ///   vote, no candidacy), so the others elect a leader among themselves;
+    /// * answers `/health` with 503 and shows state `wal_failed`.
+    ///
+    /// Invariant: the published flush LSN never moves after this (the flusher
+    /// stops and the receiver stops; neither publishes past a failed flush).
+    pub fn wal_failed(&self, what: &str) {
+        let cause = self
+            .wal
+            .poison_cause()
+            .unwrap_or_else(|| format!("{what} failed"));
+        let first = self.wal_failure.send_if_modified(|c| {
+            if c.is_none() {
+                *c = Some(cause.clone());
+                true
+            } else {
+                false
+            }
+        });
+        if !first {
+            return;
+        }
+        self.metrics.wal_failed.set(1);
+        let old = self.leader.lock().take();
+        let (term, waiting) = match &old {
+            Some(l) => {
+                let n = l.gate.fail_all(
+                    "the leader's WAL failed (fsync error) before the write was durable and replicated",
+                );
+                let _ = l.stop.send(true);
+                (Some(l.term), n)
+            }
+            None => (None, 0),
+        };
+        tracing::error!(
+            node = %self.cfg.node_id,
+            dir = %self.wal.dir().display(),
+            cause = %cause,
+            seen_by = what,
+            flush_lsn = %wal::Lsn(*self.flush_tx.borrow()),
+            write_lsn = %self.wal.write_lsn(),
+            was_leader_of_term = ?term,
+            waiting_writes = waiting,
+            "WAL failed: a write to stable storage failed, so nothing written after the flush LSN can be trusted. \
+             walship never retries the fsync: this node stops acknowledging at once ({waiting} waiting writes end with outcome unknown, \
+             later writes get wal_failed), stops leading and replicating, and leaves the elections (the other members elect a leader); \
+             /health answers 503. Fix the disk, then restart the node: recovery keeps what is durable and it rejoins as a follower"
+        );
+        self.publish_wal_failed_role();
+        // The receiver also stops by itself at its next append or flush (the
+        // WAL refuses them); signal it now so it does not wait for one.
+        if let Ok(t) = self.receiver_task.try_lock() {
+            if let Some(t) = t.as_ref() {
+                t.signal_stop();
+            }
+        }
+    }
+
+    /// A WAL error seen on the write path, as the write's error: a poisoned WAL
+    /// (a failed fsync earlier, or this append crashed part-way and poisoned it)
+    /// is a failure of the node ([`Shared::wal_failed`]) and `WalFailed`; a full
+    /// disk is counted and `NoSpace`.
+    fn append_failed(&self, e: wal::WalError) -> WriteError {
+        if let Some(cause) = self.wal.poison_cause() {
+            self.wal_failed("an append");
+            return WriteError::WalFailed { cause };
+        }
+        if matches!(e, wal::WalError::NoSpace { .. }) {
+            self.metrics.wal_no_space_errors_total.inc();
+        }
+        e.into()
+    }
+
+    /// Show this node as failed (role follower, state `wal_failed`, no leader).
+    /// Called by [`Shared::wal_failed`] and again by the failover driver when it
+    /// goes silent (so a role it published meanwhile does not stay).
+    pub fn publish_wal_failed_role(&self) {
+        self.role_tx.send_modify(|r| {
+            r.role = Role::Follower;
+            r.state = NodeState::WalFailed;
+            r.leader_id = None;
+            r.accepting_writes = false;
+        });
+        for r in [Role::Follower, Role::Candidate, Role::Leader] {
+            self.metrics
+                .role
+                .with_label_values(&[r.as_str()])
+                .set((r == Role::Follower) as i64);
+        }
     }
 
     /// Publish a new commit LSN if it is higher (commit never goes backwards).
@@ -259,8 +399,20 @@ impl Shared {
         let started = std::time::Instant::now();
         let (end, term, handle) = {
             let guard = self.leader.lock();
-            let l = self.accepting_leader(&guard)?;
-            let appended = self.wal.append(l.term, kind, payload)?;
+            let l = match self.accepting_leader(&guard) {
+                Ok(l) => l,
+                Err(e) => {
+                    drop(guard);
+                    return Err(self.refine_refusal(e));
+                }
+            };
+            let appended = match self.wal.append(l.term, kind, payload) {
+                Ok(a) => a,
+                Err(e) => {
+                    drop(guard);
+                    return Err(self.append_failed(e));
+                }
+            };
             let end = appended.end.0;
             l.progress.lock().record_local_write(end, now_us());
             (end, l.term, l.gate.register(end, level))
@@ -289,8 +441,20 @@ impl Shared {
         let started = std::time::Instant::now();
         let (ends, term, handle) = {
             let guard = self.leader.lock();
-            let l = self.accepting_leader(&guard)?;
-            let appended = self.wal.append_batch(l.term, records)?;
+            let l = match self.accepting_leader(&guard) {
+                Ok(l) => l,
+                Err(e) => {
+                    drop(guard);
+                    return Err(self.refine_refusal(e));
+                }
+            };
+            let appended = match self.wal.append_batch(l.term, records) {
+                Ok(a) => a,
+                Err(e) => {
+                    drop(guard);
+                    return Err(self.append_failed(e));
+                }
+            };
             let ends: Vec<u64> = appended.iter().map(|a| a.end.0).collect();
             let last = ends.last().copied().unwrap_or(0);
             l.progress.lock().record_local_write(last, now_us());
@@ -303,11 +467,27 @@ impl Shared {
         Ok((ends, term))
     }
 
+    /// A refusal by [`Shared::accepting_leader`], made precise once the leader
+    /// lock is released: an elected node still retrying its term-start record on
+    /// a full disk refuses with `no_space` rather than pointing at itself.
+    fn refine_refusal(&self, e: WriteError) -> WriteError {
+        match e {
+            WriteError::NotLeader { .. } => match self.term_start_pending.lock().as_ref() {
+                Some((_, err)) => WriteError::NoSpace(err.clone()),
+                None => e,
+            },
+            e => e,
+        }
+    }
+
     /// The leader state if this node leads and accepts writes.
     fn accepting_leader<'a>(
         &self,
         guard: &'a Option<LeaderTerm>,
     ) -> Result<&'a LeaderTerm, WriteError> {
+        if let Some(cause) = self.wal_failure() {
+            return Err(WriteError::WalFailed { cause });
+        }
         let Some(l) = guard.as_ref() else {
             return Err(WriteError::NotLeader {
                 leader: self.role().leader_id,

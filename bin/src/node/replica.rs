@@ -78,6 +78,11 @@ impl ReceiverEvents for Events {
             .wal_fsync_duration_seconds
             .observe(seconds);
     }
+    fn wal_failed(&self, _cause: &str) {
+        // Runs on the receiver's task: the reaction stops the receiver task
+        // asynchronously (on another task), never waiting for itself.
+        self.shared.wal_failed("the replication receiver");
+    }
     fn needs_rebuild(&self, message: &str) {
         let mut f = self.shared.follower.lock();
         f.needs_rebuild = true;
@@ -85,8 +90,19 @@ impl ReceiverEvents for Events {
     }
 }
 
+impl ReceiverTask {
+    /// Ask the receiver to stop (without waiting; see [`stop`] to wait).
+    pub fn signal_stop(&self) {
+        let _ = self.stop.send(true);
+    }
+}
+
 /// Follow `leader_id` (restarting the receiver if it followed another leader).
 pub async fn start(shared: &Arc<Shared>, leader_id: String) {
+    if shared.wal_failure().is_some() {
+        // A failed WAL takes nothing more (see Shared::wal_failed).
+        return;
+    }
     if shared.rebuild.is_active() {
         // A rebuild owns the WAL; it starts the receiver itself when done.
         return;

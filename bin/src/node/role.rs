@@ -41,6 +41,9 @@ pub enum NodeState {
     Stopping,
     /// A leader that lost its quorum and stopped taking writes.
     Fenced,
+    /// The WAL failed (fsync error): the node takes no part in replication or
+    /// elections and acknowledges nothing until it is restarted.
+    WalFailed,
 }
 
 impl NodeState {
@@ -55,6 +58,7 @@ impl NodeState {
             NodeState::Rebuilding => "rebuilding",
             NodeState::Stopping => "stopping",
             NodeState::Fenced => "fenced",
+            NodeState::WalFailed => "wal_failed",
         }
     }
 }

@@ -212,6 +212,8 @@ pub async fn start(cfg: Config) -> Result<NodeHandle, StartError> {
         rebuild: super::rebuild::RebuildState::new(),
         retention_pins: super::pins::RetentionPins::new(),
         ckpt: checkpointer::CheckpointState::new(ckpt_dir, loaded.meta.clone(), startup),
+        wal_failure: watch::channel(None).0,
+        term_start_pending: Mutex::new(None),
     });
     // An interrupted rebuild runs again (its state replaces the one loaded above).
     super::rebuild::detect_interrupted(&shared);
@@ -227,14 +229,7 @@ pub async fn start(cfg: Config) -> Result<NodeHandle, StartError> {
         shared.flush_tx.clone(),
         shared.metrics.wal_fsync_duration_seconds.clone(),
         shared.shutdown.clone(),
-        {
-            let shared = Arc::downgrade(&shared);
-            move |flushed| {
-                if let Some(s) = shared.upgrade() {
-                    s.leader_flushed(flushed);
-                }
-            }
-        },
+        NodeFlusherEvents(Arc::downgrade(&shared)),
     )
     .map_err(|source| StartError::DataDir {
         path: "wal flusher thread".into(),
@@ -347,7 +342,9 @@ impl NodeHandle {
         }
         // The shutdown checkpoint (as PostgreSQL's): the next start replays nothing
         // that was applied now.
-        if checkpoint {
+        if checkpoint && self.shared.wal_failure().is_some() {
+            tracing::warn!("the WAL failed: no shutdown checkpoint (the next start recovers from what is durable)");
+        } else if checkpoint {
             match checkpointer::checkpoint_now(&self.shared, "shutdown").await {
                 Ok(Some(m)) => tracing::info!(lsn = %m.lsn, "shutdown checkpoint written"),
                 Ok(None) => {}
@@ -373,6 +370,23 @@ impl NodeHandle {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// The node's side of the flusher: feed the leader's commit gate; react to a
+/// failed WAL.
+struct NodeFlusherEvents(std::sync::Weak<Shared>);
+
+impl flusher::FlusherEvents for NodeFlusherEvents {
+    fn flushed(&self, lsn: u64) {
+        if let Some(s) = self.0.upgrade() {
+            s.leader_flushed(lsn);
+        }
+    }
+    fn failed(&self) {
+        if let Some(s) = self.0.upgrade() {
+            s.wal_failed("the WAL flusher");
         }
     }
 }

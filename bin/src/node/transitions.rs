@@ -12,8 +12,96 @@ use crate::config::WalSync;
 
 /// Start leading `term`: stop replicating, write the term's first record,
 /// open a commit gate, accept writes.
+///
+/// If the term-start record cannot be written because the disk is full, this
+/// node does not lead without it: writes are refused with `no_space` and the
+/// record is retried (backoff up to 1 s) until it is written, the term ends
+/// (another leader or term), or the node stops. A failed WAL leads nothing.
 pub async fn become_leader(shared: &Arc<Shared>, term: u64) {
     replica::stop(shared).await;
+    if shared.wal_failure().is_some() {
+        return;
+    }
+    let mut pending = shared.term_start_pending.lock();
+    *pending = None;
+    match try_lead(shared, term) {
+        Ok(()) => {}
+        Err(e @ wal::WalError::NoSpace { .. }) => {
+            shared.metrics.wal_no_space_errors_total.inc();
+            tracing::error!(
+                term,
+                error = %e,
+                "elected leader, but the term-start record cannot be written: the WAL disk is full. \
+                 This node does not lead without it: writes are refused with no_space, and the record \
+                 is retried until space is freed (no restart needed) or another leader takes over"
+            );
+            *pending = Some((term, e.to_string()));
+            drop(pending);
+            tokio::spawn(retry_term_start(shared.clone(), term));
+        }
+        Err(wal::WalError::Poisoned { .. }) => {
+            drop(pending);
+            shared.wal_failed("the term-start record");
+        }
+        Err(e) => {
+            tracing::error!(term, error = %e, "cannot write the term-start record; this node will not lead (it takes no writes)");
+        }
+    }
+}
+
+/// Retry the term-start record of `term` (see [`become_leader`]) while this
+/// node is still meant to lead it.
+///
+/// Invariant: the record is appended only while `term_start_pending` names
+/// `term`, checked under that lock; stepping down clears it under the same
+/// lock, so a retry never appends after the node began following another leader.
+async fn retry_term_start(shared: Arc<Shared>, term: u64) {
+    let mut shutdown = shared.shutdown.clone();
+    let mut delay = std::time::Duration::from_millis(50);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(std::time::Duration::from_secs(1));
+        if shared.wal_failure().is_some() {
+            return;
+        }
+        let mut pending = shared.term_start_pending.lock();
+        if pending.as_ref().map(|p| p.0) != Some(term) {
+            return;
+        }
+        match try_lead(&shared, term) {
+            Ok(()) => {
+                *pending = None;
+                tracing::info!(
+                    term,
+                    "WAL disk has space again: term-start record written; this node leads now"
+                );
+                return;
+            }
+            Err(wal::WalError::NoSpace { .. }) => {
+                shared.metrics.wal_no_space_errors_total.inc();
+                continue;
+            }
+            Err(wal::WalError::Poisoned { .. }) => {
+                *pending = None;
+                drop(pending);
+                shared.wal_failed("the term-start record");
+                return;
+            }
+            Err(e) => {
+                *pending = None;
+                tracing::error!(term, error = %e, "cannot write the term-start record; this node will not lead (it takes no writes)");
+                return;
+            }
+        }
+    }
+}
+
+/// Write the term-start record of `term` and install the leader state (commit
+/// gate, senders, commit task). Nothing is installed if the append fails.
+fn try_lead(shared: &Arc<Shared>, term: u64) -> Result<(), wal::WalError> {
     let me = shared.cfg.node_id.clone();
     let members: Vec<String> = shared.cfg.members.iter().map(|m| m.id.clone()).collect();
     let mode = match shared.cfg.replication.mode {
@@ -31,7 +119,7 @@ pub async fn become_leader(shared: &Arc<Shared>, term: u64) {
         Err(e) => {
             // Validated at start-up; cannot happen unless the config changed under us.
             tracing::error!(error = %e, "replication.standbys cannot be resolved; this leader acknowledges nothing until it is fixed");
-            return;
+            return Ok(());
         }
     };
     let gate = SharedGate::new(CommitGate::new(
@@ -45,16 +133,9 @@ pub async fn become_leader(shared: &Arc<Shared>, term: u64) {
     shared.follower_states.lock().clear();
     let term_start_end = {
         let mut guard = shared.leader.lock();
-        let appended = match shared
+        let appended = shared
             .wal
-            .append(term, wal::kind::TERM_START, me.as_bytes())
-        {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::error!(term, error = %e, "cannot write the term-start record; this node will not lead (it takes no writes)");
-                return;
-            }
-        };
+            .append(term, wal::kind::TERM_START, me.as_bytes())?;
         let end = appended.end.0;
         let mut progress = Progress::new();
         progress.record_local_write(end, super::now_us());
@@ -104,6 +185,7 @@ pub async fn become_leader(shared: &Arc<Shared>, term: u64) {
         "this node is now the leader; it accepts writes and ships WAL to followers"
     );
     tokio::spawn(commit_task(shared.clone(), gate, term_start_end, stop_rx));
+    Ok(())
 }
 
 /// How a term's senders report to the node.
@@ -161,7 +243,12 @@ async fn commit_task(
 /// Stop leading (if leading): no more appends, waiting writes end with
 /// "outcome unknown", the term's senders stop.
 fn step_down(shared: &Shared, why: &str) {
+    // A term-start record still being retried (full disk) is abandoned: this
+    // node no longer leads that term.
+    let mut pending = shared.term_start_pending.lock();
+    *pending = None;
     let old = shared.leader.lock().take();
+    drop(pending);
     if let Some(l) = old {
         let n = l.gate.fail_all(why);
         let _ = l.stop.send(true);
@@ -196,14 +283,21 @@ pub fn fence(shared: &Shared, _term: u64) {
 
 /// Publish the core's role/term/leader (and the derived node state).
 pub fn publish_core_state(shared: &Shared, core: &failover::Node) {
+    if shared.wal_failure().is_some() {
+        // The node shows `wal_failed` for good (see Shared::wal_failed).
+        return;
+    }
     let role = match core.role() {
         failover::Role::Leader => Role::Leader,
         failover::Role::Follower => Role::Follower,
         _ => Role::Candidate,
     };
-    let accepting = core.accepting_writes();
-    if let Some(l) = shared.leader.lock().as_mut() {
-        l.accepting_writes = accepting;
+    let mut accepting = core.accepting_writes();
+    match shared.leader.lock().as_mut() {
+        Some(l) => l.accepting_writes = accepting,
+        // Elected but without leader state (the term-start record is still
+        // being retried on a full disk): it takes no write.
+        None => accepting = false,
     }
     let fv = shared.follower.lock().clone();
     let state = match role {
