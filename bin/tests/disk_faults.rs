@@ -53,6 +53,34 @@ async fn wait_new_leader(c: &Cluster, not: usize, term: u64) -> usize {
     found.expect("leader")
 }
 
+/// Stop node `i` (whose WAL failed) and start it again from its data directory.
+///
+/// A task of the stopped node may still hold the WAL's directory lock for a
+/// moment after the shutdown returned (seen once in 8 runs under load: start-up
+/// refused with "in use by another Wal"); the start is retried while that is
+/// the reason, within the usual upper bound.
+async fn restart_failed_node(c: &mut Cluster, i: usize) {
+    c.stop_node(i).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        match walship::node::start::start(c.cfgs[i].clone()).await {
+            Ok(h) => {
+                c.nodes[i] = Some(h);
+                return;
+            }
+            Err(e)
+                if (e.to_string().contains("in use by another Wal")
+                    || matches!(e, walship::node::start::StartError::Bind { .. }))
+                    && std::time::Instant::now() < deadline =>
+            {
+                eprintln!("retrying start of {}: {e}", c.ids[i]);
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("node {} failed to start: {e}", c.ids[i]),
+        }
+    }
+}
+
 async fn metrics(c: &Cluster, i: usize) -> String {
     c.http
         .get(format!("{}/metrics", c.url(i)))
@@ -181,7 +209,7 @@ async fn leader_fsync_failure_stops_acks_and_steps_down() {
     // The disk is healthy again: a restart recovers and rejoins as a follower.
     fail::remove(fp::SEGMENT_FDATASYNC);
     drop(scope);
-    c.restart_node(l).await;
+    restart_failed_node(&mut c, l).await;
     let nl2 = c.wait_leader().await;
     assert_ne!(nl2, l, "the restarted node rejoins as a follower");
     c.wait_converged().await;
@@ -258,7 +286,7 @@ async fn follower_fsync_failure_never_counts_again() {
 
     fail::remove(fp::SEGMENT_FDATASYNC);
     drop(scope);
-    c.restart_node(f).await;
+    restart_failed_node(&mut c, f).await;
     assert_eq!(c.wait_leader().await, l);
     c.wait_streaming(l).await;
     let lsn = c.put_ok(l, "again", "both", Some("remote_flush")).await;
@@ -371,6 +399,8 @@ async fn new_leader_retries_its_term_record_on_a_full_disk() {
     }
     let t = (0..3).find(|&i| i != l).expect("a follower");
     let old_term = c.shared(l).role().term;
+    // The target holds every write, so the voters grant it their votes.
+    c.wait_converged().await;
 
     // The target's disk is full for the term history, which its term-start
     // record must extend.
@@ -383,12 +413,11 @@ async fn new_leader_retries_its_term_record_on_a_full_disk() {
         .send()
         .await
         .expect("admin failover");
-    assert_eq!(
-        r.status().as_u16(),
-        200,
-        "{}",
-        r.text().await.unwrap_or_default()
-    );
+    // 200 once it leads; the admin call's own wait (2 election timeouts + 2 s)
+    // may end first on a loaded machine (409 not_elected): the wait below decides.
+    let st = r.status().as_u16();
+    let body = r.text().await.unwrap_or_default();
+    assert!(st == 200 || st == 409, "manual failover: {st} {body}");
     let s = c.shared(t).clone();
     wait_for("the target is elected but has no term record", WAIT, || {
         let r = s.role();

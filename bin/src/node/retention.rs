@@ -181,6 +181,11 @@ pub async fn run(shared: Arc<Shared>) {
             _ = tokio::time::sleep(PERIOD) => {}
             _ = shared.ckpt.retention_wake.notified() => {}
         }
+        if shared.wal_failure().is_some() {
+            // A failed WAL refuses every change (remove_before included): nothing
+            // to do until the node is restarted (and no ERROR every period).
+            return;
+        }
         let Some(target) = plan(&shared) else {
             continue;
         };
