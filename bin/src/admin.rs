@@ -66,7 +66,9 @@ pub async fn switchover(shared: &Shared, to: Option<String>) -> AdminResult {
             // Return only once the target accepts writes (its /leader answers 200).
             let addr = shared.cfg.member(&target).map(|m| m.http);
             match addr {
-                Some(addr) if target_accepts_writes(addr, deadline).await => Ok(term),
+                Some(addr) if target_accepts_writes(shared, &target, addr, deadline).await => {
+                    Ok(term)
+                }
                 _ => Err(()),
             }
         }
@@ -95,14 +97,30 @@ pub async fn switchover(shared: &Shared, to: Option<String>) -> AdminResult {
 }
 
 /// Poll the target's `/leader` until it answers 200 or `deadline` passes.
-async fn target_accepts_writes(addr: std::net::SocketAddr, deadline: Instant) -> bool {
-    let Ok(client) = reqwest::Client::builder()
-        .timeout(Duration::from_millis(500))
-        .build()
-    else {
+/// With TLS the target's certificate is verified for its member id.
+async fn target_accepts_writes(
+    shared: &Shared,
+    target: &str,
+    addr: std::net::SocketAddr,
+    deadline: Instant,
+) -> bool {
+    let timeout = Duration::from_millis(500);
+    let (client, url) = match &shared.tls {
+        Some(tls) => (
+            tls.http_client(timeout, target, addr),
+            format!("https://{target}:{}/leader", addr.port()),
+        ),
+        None => (
+            reqwest::Client::builder()
+                .timeout(timeout)
+                .build()
+                .map_err(|e| e.to_string()),
+            format!("http://{addr}/leader"),
+        ),
+    };
+    let Ok(client) = client else {
         return false;
     };
-    let url = format!("http://{addr}/leader");
     while Instant::now() < deadline {
         if let Ok(r) = client.get(&url).send().await {
             if r.status().is_success() {

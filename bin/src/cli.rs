@@ -30,6 +30,10 @@ pub struct ClientOpts {
     /// File holding the shared token (or set WALSHIP_TOKEN).
     #[arg(long, global = true)]
     pub token_file: Option<PathBuf>,
+    /// CA certificate (PEM) that signed the nodes' certificates; needed for
+    /// https:// endpoints.
+    #[arg(long, env = "WALSHIP_CA_FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The subcommands.

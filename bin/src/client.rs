@@ -20,6 +20,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::Framed;
 
+use crate::tls::{ClientTls, Stream};
+
 /// Refuse a batch the node would refuse (empty, too many records) or the
 /// frame limit would (`bytes`: its encoded size, computed only if needed).
 fn check_batch(n: usize, bytes: impl FnOnce() -> usize) -> Result<(), ClientError> {
@@ -67,7 +69,7 @@ pub enum ClientError {
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<ClientResult>>>>;
 
-type Sink = SplitSink<Framed<TcpStream, proto::FrameCodec>, Message>;
+type Sink = SplitSink<Framed<Stream, proto::FrameCodec>, Message>;
 
 /// The sending side of a connection, shared by every caller.
 ///
@@ -133,16 +135,34 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connect to a node's binary port.
+    /// Connect to a node's binary port (plain TCP).
     pub async fn connect(
         addr: SocketAddr,
         cluster_id: &str,
         token: &str,
     ) -> Result<Client, ClientError> {
-        let stream = TcpStream::connect(addr)
+        Client::connect_tls(addr, cluster_id, token, None).await
+    }
+
+    /// Connect to a node's binary port, over TLS when `tls` is given (the
+    /// node's certificate is verified against its CA and server name).
+    pub async fn connect_tls(
+        addr: SocketAddr,
+        cluster_id: &str,
+        token: &str,
+        tls: Option<&ClientTls>,
+    ) -> Result<Client, ClientError> {
+        let tcp = TcpStream::connect(addr)
             .await
             .map_err(|e| ClientError::Connection(format!("connect {addr}: {e}")))?;
-        let _ = stream.set_nodelay(true);
+        let _ = tcp.set_nodelay(true);
+        let stream = match tls {
+            None => Stream::Plain(tcp),
+            Some(t) => t
+                .connect(tcp)
+                .await
+                .map_err(|e| ClientError::Connection(format!("TLS with {addr}: {e}")))?,
+        };
         let mut framed = Framed::new(
             stream,
             proto::FrameCodec::new(proto::DEFAULT_MAX_FRAME_BYTES),
@@ -206,7 +226,18 @@ impl Client {
         cluster_id: &str,
         token: &str,
     ) -> Result<Client, ClientError> {
-        let mut c = Client::connect(addr, cluster_id, token).await?;
+        Client::connect_leader_tls(addr, cluster_id, token, None).await
+    }
+
+    /// As [`Client::connect_leader`], over TLS when `tls` is given; the
+    /// leader's certificate is verified for its member id.
+    pub async fn connect_leader_tls(
+        addr: SocketAddr,
+        cluster_id: &str,
+        token: &str,
+        tls: Option<&ClientTls>,
+    ) -> Result<Client, ClientError> {
+        let mut c = Client::connect_tls(addr, cluster_id, token, tls).await?;
         for _ in 0..3 {
             let s = c.status().await?;
             let v: serde_json::Value =
@@ -225,7 +256,14 @@ impl Client {
             else {
                 return Ok(c);
             };
-            c = Client::connect(a, cluster_id, token).await?;
+            let leader_tls = match tls {
+                Some(t) => Some(
+                    t.with_server_name(leader)
+                        .map_err(|e| ClientError::Connection(e.to_string()))?,
+                ),
+                None => None,
+            };
+            c = Client::connect_tls(a, cluster_id, token, leader_tls.as_ref()).await?;
         }
         Ok(c)
     }

@@ -35,17 +35,36 @@ impl Http {
                 .ok()
                 .filter(|t| !t.is_empty()),
         };
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::limited(5))
-            .timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| e.to_string())?;
         let base = opts.endpoint.trim_end_matches('/').to_string();
         if !base.starts_with("http://") && !base.starts_with("https://") {
             return Err(format!(
                 "--endpoint {base:?}: expected a URL like http://127.0.0.1:7480"
             ));
         }
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::limited(5))
+            .timeout(Duration::from_secs(60));
+        match &opts.ca_file {
+            Some(p) => {
+                let pem =
+                    std::fs::read(p).map_err(|e| format!("--ca-file {}: {e}", p.display()))?;
+                let ca = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                    format!("--ca-file {}: not a PEM certificate: {e}", p.display())
+                })?;
+                builder = builder
+                    .use_rustls_tls()
+                    .tls_built_in_root_certs(false)
+                    .add_root_certificate(ca);
+            }
+            None if base.starts_with("https://") => {
+                return Err(format!(
+                    "--endpoint {base:?}: an https:// endpoint needs --ca-file (or WALSHIP_CA_FILE), \
+                     the CA certificate that signed the nodes' certificates"
+                ));
+            }
+            None => {}
+        }
+        let client = builder.build().map_err(|e| e.to_string())?;
         Ok(Http {
             client,
             base,
@@ -462,7 +481,12 @@ pub async fn cluster_status(http: &Http) -> Result<Value, String> {
         let doc = if id == first["node_id"].as_str().unwrap_or("") {
             Ok(first.clone())
         } else {
-            http.get_json(&format!("http://{addr}/status")).await
+            let scheme = if http.base.starts_with("https://") {
+                "https"
+            } else {
+                "http"
+            };
+            http.get_json(&format!("{scheme}://{addr}/status")).await
         };
         match doc {
             Ok(d) => {

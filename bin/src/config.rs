@@ -159,6 +159,8 @@ pub struct CheckpointConfig {
 pub struct SecurityConfig {
     /// The shared secret, read from `token_file` (None when not configured).
     pub token: Option<String>,
+    /// TLS files (None: plain TCP on both listeners and every link).
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 /// `[limits]`: bounds on what one peer can make this node hold (connections,
@@ -414,6 +416,75 @@ impl Default for RawCheckpoint {
 #[serde(deny_unknown_fields, default)]
 struct RawSecurity {
     token_file: String,
+    tls_cert_file: String,
+    tls_key_file: String,
+    tls_ca_file: String,
+    tls_client_auth: String,
+}
+
+/// `[security]` TLS keys: all of `tls_cert_file`, `tls_key_file` and
+/// `tls_ca_file`, or none; `tls_client_auth` is `none` (default) or `require`
+/// (only with TLS). Relative paths are resolved against the config file's
+/// directory. The files are checked at start (`tls::NodeTls::new`), where a
+/// bad one is refused naming its key.
+fn validate_tls(
+    s: &RawSecurity,
+    config_path: &Path,
+) -> Result<Option<crate::tls::TlsFiles>, ConfigError> {
+    let resolve = |v: &str| {
+        let p = PathBuf::from(v);
+        if p.is_relative() {
+            config_path.parent().unwrap_or(Path::new(".")).join(p)
+        } else {
+            p
+        }
+    };
+    let client_auth = match s.tls_client_auth.as_str() {
+        "" | "none" => false,
+        "require" => true,
+        other => {
+            return Err(bad(
+                "security.tls_client_auth",
+                other,
+                "expected none or require",
+            ))
+        }
+    };
+    let keys = [
+        ("security.tls_cert_file", &s.tls_cert_file),
+        ("security.tls_key_file", &s.tls_key_file),
+        ("security.tls_ca_file", &s.tls_ca_file),
+    ];
+    if keys.iter().all(|(_, v)| v.is_empty()) {
+        if client_auth {
+            return Err(bad(
+                "security.tls_client_auth",
+                "require",
+                "needs TLS: set tls_cert_file, tls_key_file and tls_ca_file",
+            ));
+        }
+        return Ok(None);
+    }
+    if let Some((key, _)) = keys.iter().find(|(_, v)| v.is_empty()) {
+        return Err(bad(
+            key,
+            "",
+            "TLS needs tls_cert_file, tls_key_file and tls_ca_file together \
+             (tls_ca_file verifies the other members)",
+        ));
+    }
+    for (key, v) in keys {
+        let p = resolve(v);
+        if let Err(e) = std::fs::metadata(&p) {
+            return Err(bad(key, v, format!("cannot read {}: {e}", p.display())));
+        }
+    }
+    Ok(Some(crate::tls::TlsFiles {
+        cert_file: resolve(&s.tls_cert_file),
+        key_file: resolve(&s.tls_key_file),
+        ca_file: resolve(&s.tls_ca_file),
+        client_auth,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -703,6 +774,8 @@ impl RawConfig {
             Some(t)
         };
 
+        let tls = validate_tls(&self.security, path)?;
+
         if self.data_dir.as_os_str().is_empty() {
             return Err(bad("data_dir", "", "must not be empty"));
         }
@@ -736,7 +809,7 @@ impl RawConfig {
                 max_retained,
             },
             checkpoint,
-            security: SecurityConfig { token },
+            security: SecurityConfig { token, tls },
             limits,
         })
     }
@@ -1152,5 +1225,47 @@ http = "127.0.0.1:7480"
             e.contains("security.token_file") && e.contains("larger than"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn tls_keys_go_together_and_are_named_in_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["n1.pem", "n1.key", "ca.pem"] {
+            std::fs::write(dir.path().join(f), "x").unwrap();
+        }
+        let cfg = dir.path().join("node.toml");
+        let all =
+            "tls_cert_file = \"n1.pem\"\ntls_key_file = \"n1.key\"\ntls_ca_file = \"ca.pem\"\n";
+        let c = Config::parse(&format!("{MIN}\n[security]\n{all}"), &cfg).unwrap();
+        let tls = c.security.tls.unwrap();
+        assert_eq!(tls.cert_file, dir.path().join("n1.pem"));
+        assert_eq!(tls.ca_file, dir.path().join("ca.pem"));
+        assert!(!tls.client_auth);
+        let c = Config::parse(
+            &format!("{MIN}\n[security]\n{all}tls_client_auth = \"require\"\n"),
+            &cfg,
+        )
+        .unwrap();
+        assert!(c.security.tls.unwrap().client_auth);
+
+        let err = |extra: &str| {
+            Config::parse(&format!("{MIN}\n[security]\n{extra}"), &cfg)
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err("tls_cert_file = \"n1.pem\"\ntls_key_file = \"n1.key\"\n");
+        assert!(e.contains("security.tls_ca_file"), "{e}");
+        let e = err("tls_cert_file = \"n1.pem\"\ntls_ca_file = \"ca.pem\"\n");
+        assert!(e.contains("security.tls_key_file"), "{e}");
+        let e = err("tls_client_auth = \"require\"\n");
+        assert!(e.contains("security.tls_client_auth"), "{e}");
+        let e = err(&format!("{all}tls_client_auth = \"maybe\"\n"));
+        assert!(e.contains("security.tls_client_auth"), "{e}");
+        let e = err("tls_cert_file = \"missing.pem\"\ntls_key_file = \"n1.key\"\ntls_ca_file = \"ca.pem\"\n");
+        assert!(
+            e.contains("security.tls_cert_file") && e.contains("missing.pem"),
+            "{e}"
+        );
+        assert_eq!(Config::parse(MIN, &cfg).unwrap().security.tls, None);
     }
 }

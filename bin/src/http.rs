@@ -6,6 +6,7 @@
 //! is answered `307` to the same URL on the leader (`503 not_leader` when no
 //! leader is known).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,11 +29,44 @@ const MAX_WAIT: Duration = Duration::from_secs(60);
 
 type S = State<Arc<Shared>>;
 
-/// Serve HTTP until the node shuts down.
+/// Serve HTTP until the node shuts down (HTTPS when TLS is configured).
 pub async fn serve(shared: Arc<Shared>, listener: TcpListener) {
-    // Connection limit and header timeout: node/limits.rs.
+    // Connection limit, header timeout and TLS: node/limits.rs, tls.rs.
     let app = router(shared.clone());
     crate::node::limits::serve_http(shared, listener, app).await;
+}
+
+/// Count and log every 401 with the peer's address (no token in the line).
+async fn count_refusals(
+    State(shared): S,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let what = format!("{} {}", req.method(), req.uri().path());
+    let r = next.run(req).await;
+    if r.status() == StatusCode::UNAUTHORIZED {
+        crate::refusal::record(
+            &shared,
+            crate::refusal::Listener::Http,
+            "unauthorized",
+            peer,
+            &format!("{what} without a valid token"),
+        );
+    }
+    r
+}
+
+/// `http` or `https`: the scheme of this cluster's HTTP ports.
+pub fn scheme(shared: &Shared) -> &'static str {
+    if shared.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    }
 }
 
 /// The routes.
@@ -58,6 +92,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             crate::node::limits::body_limit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            count_refusals,
         ))
         .with_state(shared)
 }
@@ -105,7 +143,7 @@ fn redirect_to_leader(shared: &Shared, uri: &Uri) -> Response {
     match leader {
         Some(m) => {
             let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-            let loc = format!("http://{}{}", m.http, pq);
+            let loc = format!("{}://{}{}", scheme(shared), m.http, pq);
             let mut r = error(
                 StatusCode::TEMPORARY_REDIRECT,
                 "not_leader",
@@ -690,9 +728,11 @@ async fn admin_failover(
                     "wrong_node",
                     format!("send this to node {} itself", m.id),
                 );
-                if let Ok(v) =
-                    HeaderValue::from_str(&format!("http://{}/v1/admin/failover", m.http))
-                {
+                if let Ok(v) = HeaderValue::from_str(&format!(
+                    "{}://{}/v1/admin/failover",
+                    scheme(&shared),
+                    m.http
+                )) {
                     r.headers_mut().insert("location", v);
                 }
                 r

@@ -17,6 +17,8 @@ pub mod http;
 pub mod inspect;
 pub mod metrics;
 pub mod node;
+pub mod refusal;
 pub mod status;
+pub mod tls;
 
 pub use client::Client;

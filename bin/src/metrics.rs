@@ -89,9 +89,10 @@ pub struct Metrics {
     /// Per follower, WAL bytes it may still fall behind before it is cut loose
     /// (leader only; label `follower`).
     pub follower_safe_wal_size_bytes: IntGaugeVec,
-    /// Connections refused or closed by a limit (labels `listener`: binary,
-    /// http; `reason`: too_many_connections, handshake_timeout,
-    /// frame_too_large, too_large).
+    /// Connections and requests refused, or closed by a limit (labels
+    /// `listener`: binary, http; `reason`: unauthorized, wrong_cluster,
+    /// unknown_member, tls_handshake, certificate_mismatch,
+    /// too_many_connections, handshake_timeout, frame_too_large, too_large, ...).
     pub connections_refused_total: IntCounterVec,
     /// Open connections (label `listener`: binary, http).
     pub open_connections: IntGaugeVec,
@@ -302,7 +303,7 @@ impl Metrics {
             connections_refused_total: IntCounterVec::new(
                 Opts::new(
                     "walship_connections_refused_total",
-                    "Connections refused or closed by a [limits] bound, by listener and reason",
+                    "Connections and requests refused (security) or closed by a [limits] bound, by listener and reason",
                 ),
                 &["listener", "reason"],
             )

@@ -37,12 +37,15 @@
 //!
 //! Reconnects back off from 20 ms to 1 s so that a new leader is followed fast.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::{FutureExt, SinkExt, StreamExt};
 use proto::{ErrorCode, FrameCodec, Hello, Message, Peer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_util::codec::Framed;
@@ -90,6 +93,38 @@ pub enum FlushPolicy {
     },
 }
 
+/// A byte stream to the leader (plain TCP, TLS, ...).
+pub trait IoStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> IoStream for T {}
+
+/// A boxed [`IoStream`].
+pub type BoxedIo = Box<dyn IoStream>;
+
+/// The future [`Connector::connect`] returns.
+pub type ConnectFuture<'a> = Pin<Box<dyn Future<Output = Result<BoxedIo, String>> + Send + 'a>>;
+
+/// Opens the byte stream to the leader (the node supplies TLS through it).
+pub trait Connector: Send + Sync + 'static {
+    /// Connect to member `leader_id` at `addr`; errors are operator-readable.
+    fn connect<'a>(&'a self, addr: SocketAddr, leader_id: &'a str) -> ConnectFuture<'a>;
+}
+
+/// Plain TCP (nodelay), 2 s connect timeout.
+pub struct TcpConnector;
+
+impl Connector for TcpConnector {
+    fn connect<'a>(&'a self, addr: SocketAddr, _leader_id: &'a str) -> ConnectFuture<'a> {
+        Box::pin(async move {
+            let stream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr))
+                .await
+                .map_err(|_| "connect timed out after 2s".to_string())?
+                .map_err(|e| format!("cannot connect: {e}"))?;
+            let _ = stream.set_nodelay(true);
+            Ok(Box::new(stream) as BoxedIo)
+        })
+    }
+}
+
 /// Everything a receiver needs from its node.
 pub struct FollowContext {
     /// The local WAL (appended only by this receiver while the node follows).
@@ -104,6 +139,8 @@ pub struct FollowContext {
     pub leader_id: String,
     /// Leader's binary protocol address.
     pub leader_addr: SocketAddr,
+    /// Opens the connection to the leader ([`TcpConnector`], or the node's TLS).
+    pub connector: Arc<dyn Connector>,
     /// Publish the local write LSN here (the node's flusher flushes it with
     /// [`FlushPolicy::Node`]).
     pub written_tx: watch::Sender<u64>,
@@ -239,12 +276,11 @@ pub async fn follow(ctx: FollowContext) {
     }
 }
 
-async fn connect(ctx: &FollowContext) -> Result<Framed<TcpStream, FrameCodec>, String> {
-    let stream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(ctx.leader_addr))
-        .await
-        .map_err(|_| "connect timed out after 2s".to_string())?
-        .map_err(|e| format!("cannot connect: {e}"))?;
-    let _ = stream.set_nodelay(true);
+async fn connect(ctx: &FollowContext) -> Result<Framed<BoxedIo, FrameCodec>, String> {
+    let stream = ctx
+        .connector
+        .connect(ctx.leader_addr, &ctx.leader_id)
+        .await?;
     let mut framed = Framed::new(stream, FrameCodec::new(proto::DEFAULT_MAX_FRAME_BYTES));
     let hello = Hello {
         version: proto::PROTOCOL_VERSION,

@@ -23,7 +23,6 @@ use futures::{SinkExt, StreamExt};
 use proto::{ErrorCode, FrameCodec, Message};
 use receiver::checkpoint::{self, CheckpointMeta};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
 use super::pins::PinGuard;
@@ -44,7 +43,7 @@ const PIN_HOLD: Duration = Duration::from_secs(600);
 /// Returns a reason when the session ended with an error (for the log).
 pub async fn serve(
     shared: Arc<Shared>,
-    mut framed: Framed<TcpStream, FrameCodec>,
+    mut framed: Framed<crate::tls::Stream, FrameCodec>,
     node: String,
     have_lsn: u64,
     have_offset: u64,

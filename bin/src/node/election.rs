@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use failover::{Action, AdminCommand, Event, LogPosition, Message as FMsg, VoteStore};
 use futures::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::Framed;
 
@@ -345,7 +344,7 @@ fn spawn_peer(shared: Arc<Shared>, peer: String) -> mpsc::Sender<FMsg> {
         loop {
             let conn = tokio::select! {
                 _ = shutdown.changed() => return,
-                c = connect(&shared, addr) => c,
+                c = connect(&shared, addr, &peer) => c,
             };
             let mut framed = match conn {
                 Ok(f) => {
@@ -396,16 +395,16 @@ fn spawn_peer(shared: Arc<Shared>, peer: String) -> mpsc::Sender<FMsg> {
     tx
 }
 
-/// Connect to a member's binary port and complete the handshake as this node.
+/// Connect to member `peer`'s binary port (TLS when configured) and complete
+/// the handshake as this node.
 pub async fn connect(
     shared: &Shared,
     addr: std::net::SocketAddr,
-) -> Result<Framed<TcpStream, proto::FrameCodec>, String> {
-    let stream = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(addr))
-        .await
-        .map_err(|_| "connect timed out after 2s".to_string())?
-        .map_err(|e| e.to_string())?;
-    let _ = stream.set_nodelay(true);
+    peer: &str,
+) -> Result<Framed<crate::tls::Stream, proto::FrameCodec>, String> {
+    let stream =
+        crate::tls::connect_member(shared.tls.as_deref(), addr, peer, Duration::from_secs(2))
+            .await?;
     let mut framed = Framed::new(
         stream,
         proto::FrameCodec::new(proto::DEFAULT_MAX_FRAME_BYTES),

@@ -326,7 +326,15 @@ async fn serve_http_connection(
 ) {
     let gauge = shared.metrics.open_connections.with_label_values(&[HTTP]);
     gauge.inc();
-    let svc = TowerToHyperService::new(app);
+    // TLS handshake when configured (a refusal is counted and logged there).
+    let Some(stream) = crate::tls::accept_http(&shared, stream, peer).await else {
+        gauge.dec();
+        drop(slot);
+        return;
+    };
+    // The peer address for handlers and the 401 refusal log (http.rs).
+    let svc =
+        TowerToHyperService::new(app.layer(axum::Extension(axum::extract::ConnectInfo(peer))));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())

@@ -12,6 +12,9 @@ use proto::{ClientOp, ClientResult, ErrorCode, FrameCodec, HelloOk, Message, Pee
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
 
+use crate::refusal::{self, Listener};
+use crate::tls::Stream;
+
 use super::election::DriverInput;
 use super::limits::{self, ConnGate, ConnSlot};
 use super::Shared;
@@ -58,7 +61,7 @@ pub async fn run(shared: Arc<Shared>, listener: TcpListener) {
             gauge.inc();
             let _gauge = scopeguard(move || gauge.dec());
             tokio::select! {
-                r = serve_connection(shared, stream, slot) => {
+                r = serve_connection(shared, stream, peer_addr, slot) => {
                     if let Err(reason) = r {
                         tracing::warn!(peer = %peer_addr, %reason, "binary connection refused or ended with an error; the node keeps serving");
                     }
@@ -82,60 +85,49 @@ fn scopeguard<F: FnMut()>(f: F) -> Guard<F> {
     Guard(f)
 }
 
+/// A connection refused before its session: metric label and explanation.
+struct Refused {
+    reason: &'static str,
+    detail: String,
+}
+
 async fn serve_connection(
     shared: Arc<Shared>,
-    stream: TcpStream,
+    tcp: TcpStream,
+    peer_addr: std::net::SocketAddr,
     slot: ConnSlot,
 ) -> Result<(), String> {
+    let handshake_timeout = shared.cfg.limits.handshake_timeout;
+    let accepted = tokio::time::timeout(handshake_timeout, handshake(&shared, tcp, &slot)).await;
+    let (mut framed, hello) = match accepted {
+        Ok(Ok(Some(x))) => x,
+        // Closed before saying anything (a TCP health check): not a refusal.
+        Ok(Ok(None)) => return Ok(()),
+        Ok(Err(r)) => {
+            refusal::record(
+                &shared,
+                Listener::Binary,
+                r.reason,
+                Some(peer_addr),
+                &r.detail,
+            );
+            return Ok(());
+        }
+        Err(_) => {
+            refusal::record(
+                &shared,
+                Listener::Binary,
+                "handshake_timeout",
+                Some(peer_addr),
+                &format!(
+                    "no complete handshake within {handshake_timeout:?} (limits.handshake_timeout)"
+                ),
+            );
+            return Ok(());
+        }
+    };
     // Member links keep the protocol's 64 MiB (WAL records and checkpoint
     // chunks); a client gets limits.max_frame_bytes after its handshake.
-    let mut framed = Framed::new(stream, FrameCodec::new(proto::DEFAULT_MAX_FRAME_BYTES));
-    let token = shared.cfg.security.token.clone();
-    let role = shared.role();
-    let node_id = shared.cfg.node_id.clone();
-    let handshake_timeout = shared.cfg.limits.handshake_timeout;
-    let hello = tokio::time::timeout(
-        handshake_timeout,
-        proto::server_handshake(
-            &mut framed,
-            &shared.cfg.cluster_id,
-            |_peer, presented| match &token {
-                None => true,
-                Some(t) => proto::token_eq(t.as_bytes(), presented.as_bytes()),
-            },
-            |hello| {
-                match &hello.peer {
-                    Peer::Node(id) if shared.cfg.member(id).is_none() => {
-                        return Err(Refusal::new(
-                            ErrorCode::UnknownMember,
-                            format!("node {id:?} is not a configured member of this cluster"),
-                        ));
-                    }
-                    Peer::Client if slot.is_reserved() => {
-                        limits::count_refused(
-                            &shared,
-                            limits::BINARY,
-                            ErrorCode::TooManyConnections.as_str(),
-                        );
-                        return Err(limits::client_in_reserved_slot(&shared.cfg.limits));
-                    }
-                    _ => {}
-                }
-                Ok(HelloOk {
-                    node_id,
-                    term: role.term,
-                    leader_id: role.leader_id.clone(),
-                })
-            },
-        ),
-    )
-    .await
-    .map_err(|_| {
-        limits::count_refused(&shared, limits::BINARY, "handshake_timeout");
-        format!("no handshake within {handshake_timeout:?} (limits.handshake_timeout); connection closed")
-    })?
-    .map_err(|e| format!("handshake: {e}"))?;
-
     let r = match hello.peer {
         Peer::Node(id) => serve_node(shared, framed, id).await,
         Peer::Client => {
@@ -149,9 +141,97 @@ async fn serve_connection(
     r
 }
 
+/// TLS (when configured), then the protocol handshake: cluster id, version,
+/// token, membership, and with `tls_client_auth = "require"` a client
+/// certificate naming the member the peer claims to be.
+async fn handshake(
+    shared: &Shared,
+    tcp: TcpStream,
+    slot: &ConnSlot,
+) -> Result<Option<(Framed<Stream, FrameCodec>, proto::Hello)>, Refused> {
+    let stream = match &shared.tls {
+        None => Stream::Plain(tcp),
+        Some(tls) => tls.accept_binary(tcp).await.map_err(|e| Refused {
+            reason: "tls_handshake",
+            detail: format!("TLS handshake failed (plain text to the TLS port, or no valid client certificate?): {e}"),
+        })?,
+    };
+    let peer_cert = stream.peer_certificate();
+    let client_auth = shared.tls.as_ref().is_some_and(|t| t.client_auth);
+    let mut framed = Framed::new(stream, FrameCodec::new(proto::DEFAULT_MAX_FRAME_BYTES));
+    let token = shared.cfg.security.token.clone();
+    let role = shared.role();
+    let node_id = shared.cfg.node_id.clone();
+    let cert_mismatch = std::sync::atomic::AtomicBool::new(false);
+    let r = proto::server_handshake(
+        &mut framed,
+        &shared.cfg.cluster_id,
+        |_peer, presented| match &token {
+            None => true,
+            Some(t) => proto::token_eq(t.as_bytes(), presented.as_bytes()),
+        },
+        |hello| {
+            if matches!(hello.peer, Peer::Client) && slot.is_reserved() {
+                // A slot kept for members (limits.member_reserved_connections).
+                return Err(limits::client_in_reserved_slot(&shared.cfg.limits));
+            }
+            if let Peer::Node(id) = &hello.peer {
+                // Only configured members may replicate or vote.
+                if shared.cfg.member(id).is_none() {
+                    return Err(Refusal::new(
+                        ErrorCode::UnknownMember,
+                        format!("node {id:?} is not a configured member of this cluster"),
+                    ));
+                }
+                if client_auth
+                    && !peer_cert
+                        .as_ref()
+                        .is_some_and(|c| crate::tls::cert_names(c, id))
+                {
+                    cert_mismatch.store(true, std::sync::atomic::Ordering::Relaxed);
+                    return Err(Refusal::new(
+                        ErrorCode::Unauthorized,
+                        format!("the client certificate does not name member {id:?}"),
+                    ));
+                }
+            }
+            Ok(HelloOk {
+                node_id,
+                term: role.term,
+                leader_id: role.leader_id.clone(),
+            })
+        },
+    )
+    .await;
+    match r {
+        Ok(hello) => Ok(Some((framed, hello))),
+        Err(proto::ProtoError::Closed { .. }) => Ok(None),
+        Err(e) => {
+            let reason = if cert_mismatch.load(std::sync::atomic::Ordering::Relaxed) {
+                "certificate_mismatch"
+            } else {
+                match e.code() {
+                    ErrorCode::Unauthorized => "unauthorized",
+                    ErrorCode::WrongCluster => "wrong_cluster",
+                    ErrorCode::UnknownMember => "unknown_member",
+                    ErrorCode::VersionMismatch => "version_mismatch",
+                    ErrorCode::FrameTooLarge => "frame_too_large",
+                    ErrorCode::TooManyConnections => "too_many_connections",
+                    _ if matches!(e, proto::ProtoError::Io(_)) => "io_error",
+                    _ => "bad_handshake",
+                }
+            };
+            Err(Refused {
+                reason,
+                detail: format!("handshake refused: {e}"),
+            })
+        }
+    }
+}
+
 async fn serve_node(
     shared: Arc<Shared>,
-    mut framed: Framed<TcpStream, FrameCodec>,
+    mut framed: Framed<Stream, FrameCodec>,
     from: String,
 ) -> Result<(), String> {
     loop {
@@ -271,7 +351,7 @@ async fn serve_node(
 /// feeds them into the socket and flushes once.
 async fn serve_client(
     shared: Arc<Shared>,
-    mut framed: Framed<TcpStream, FrameCodec>,
+    mut framed: Framed<Stream, FrameCodec>,
 ) -> Result<(), String> {
     let mut inflight = FuturesUnordered::new();
     let mut reading = true;
@@ -332,7 +412,7 @@ async fn serve_client(
 /// client closed its side, `Err` (after answering with an `Error`) otherwise.
 async fn incoming(
     shared: &Shared,
-    framed: &mut Framed<TcpStream, FrameCodec>,
+    framed: &mut Framed<Stream, FrameCodec>,
     m: Option<Result<Message, proto::ProtoError>>,
 ) -> Result<Option<(u64, ClientOp)>, String> {
     match m {

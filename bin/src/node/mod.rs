@@ -220,6 +220,10 @@ pub struct Shared {
     /// record is retried until it is written or the term ends.
     /// `(term, error)`; lock order: this before `leader`.
     pub term_start_pending: Mutex<Option<(u64, String)>>,
+    /// TLS of both listeners and of the links to other members (None: plain TCP).
+    pub tls: Option<Arc<crate::tls::NodeTls>>,
+    /// Rate limiter of the WARN lines about refused connections.
+    pub refusal_log: crate::refusal::RefusalLog,
 }
 
 impl Shared {

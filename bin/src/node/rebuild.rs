@@ -37,7 +37,6 @@ use parking_lot::Mutex;
 use proto::{FrameCodec, Hello, Message, Peer};
 use receiver::checkpoint;
 use serde::Serialize;
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::codec::Framed;
 
@@ -366,26 +365,22 @@ async fn wait_for_leader(shared: &Shared) -> Result<String, String> {
     }
 }
 
-async fn connect(shared: &Shared, leader: &str) -> Result<Framed<TcpStream, FrameCodec>, String> {
+async fn connect(
+    shared: &Shared,
+    leader: &str,
+) -> Result<Framed<crate::tls::Stream, FrameCodec>, String> {
     let member = shared
         .cfg
         .member(leader)
         .ok_or_else(|| format!("the leader {leader} is not in [[members]]"))?;
-    let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(member.addr))
-        .await
-        .map_err(|_| {
-            format!(
-                "connecting to the leader {leader} at {} timed out",
-                member.addr
-            )
-        })?
-        .map_err(|e| {
-            format!(
-                "cannot connect to the leader {leader} at {}: {e}",
-                member.addr
-            )
-        })?;
-    let _ = stream.set_nodelay(true);
+    let stream = crate::tls::connect_member(
+        shared.tls.as_deref(),
+        member.addr,
+        leader,
+        Duration::from_secs(5),
+    )
+    .await
+    .map_err(|e| format!("leader {leader} at {}: {e}", member.addr))?;
     let mut framed = Framed::new(stream, FrameCodec::new(proto::DEFAULT_MAX_FRAME_BYTES));
     let hello = Hello {
         version: proto::PROTOCOL_VERSION,
@@ -403,7 +398,9 @@ async fn connect(shared: &Shared, leader: &str) -> Result<Framed<TcpStream, Fram
     Ok(framed)
 }
 
-async fn next_frame(framed: &mut Framed<TcpStream, FrameCodec>) -> Result<Message, String> {
+async fn next_frame(
+    framed: &mut Framed<crate::tls::Stream, FrameCodec>,
+) -> Result<Message, String> {
     match tokio::time::timeout(FRAME_TIMEOUT, framed.next()).await {
         Err(_) => Err(format!(
             "no frame from the leader for {}s",

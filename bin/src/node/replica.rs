@@ -128,6 +128,9 @@ pub async fn start(shared: &Arc<Shared>, leader_id: String) {
         token: shared.cfg.security.token.clone().unwrap_or_default(),
         leader_id: leader_id.clone(),
         leader_addr: member.addr,
+        connector: Arc::new(crate::tls::MemberConnector {
+            tls: shared.tls.clone(),
+        }),
         written_tx: shared.written_tx.clone(),
         flush_tx: shared.flush_tx.clone(),
         // The receiver flushes each batch itself and reports it at once (no

@@ -48,6 +48,18 @@ pub enum StartError {
     /// The replication settings cannot be resolved.
     #[error("config key `replication.standbys`: {0}")]
     Standbys(String),
+    /// An existing data directory is open to other users (or owned by
+    /// another user); the node refuses to start, as PostgreSQL does.
+    #[error("data directory {path}: {reason}")]
+    DataDirUnsafe {
+        /// The directory.
+        path: String,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// The TLS files of `[security]` cannot be used.
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// A running node.
@@ -64,23 +76,78 @@ pub struct NodeHandle {
     failed_rx: watch::Receiver<Option<String>>,
 }
 
-fn prepare_data_dir(dir: &Path) -> Result<(), StartError> {
+/// Create the data directory 0700 if missing. An existing one must be owned
+/// by this user and closed to group and others (mode 0700): it holds the WAL,
+/// the state and the vote, which no other user may read or change. Anything
+/// else is refused at start with the fix (`chmod 700 DIR`), as PostgreSQL does;
+/// walship never changes the mode of a directory it did not create.
+pub fn prepare_data_dir(dir: &Path) -> Result<(), StartError> {
     let err = |source| StartError::DataDir {
         path: dir.display().to_string(),
         source,
     };
-    std::fs::create_dir_all(dir).map_err(err)?;
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+        match std::fs::metadata(dir) {
+            Ok(meta) => {
+                if !meta.is_dir() {
+                    return Err(StartError::DataDirUnsafe {
+                        path: dir.display().to_string(),
+                        reason: "exists and is not a directory".into(),
+                    });
+                }
+                // SAFETY: geteuid has no preconditions and cannot fail.
+                let me = unsafe { libc::geteuid() };
+                if meta.uid() != me {
+                    return Err(StartError::DataDirUnsafe {
+                        path: dir.display().to_string(),
+                        reason: format!(
+                            "owned by uid {}, but walship runs as uid {me}; it must own its data directory",
+                            meta.uid()
+                        ),
+                    });
+                }
+                let mode = meta.permissions().mode() & 0o777;
+                if mode & 0o077 != 0 {
+                    return Err(StartError::DataDirUnsafe {
+                        path: dir.display().to_string(),
+                        reason: format!(
+                            "has mode {mode:04o}: group or others may access it; it must be 0700 \
+                             (run `chmod 700 {}`)",
+                            dir.display()
+                        ),
+                    });
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Parents as usual; the directory itself 0700 from the start
+                // (no window in which it is open), then chmod against the umask.
+                if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent).map_err(err)?;
+                }
+                std::fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(err)?;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(err)?;
+            }
+            Err(e) => return Err(err(e)),
+        }
     }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir).map_err(err)?;
     Ok(())
 }
 
 /// Open everything and start serving. Must run inside a multi-threaded tokio runtime.
 pub async fn start(cfg: Config) -> Result<NodeHandle, StartError> {
     prepare_data_dir(&cfg.data_dir)?;
+    let tls = match &cfg.security.tls {
+        Some(files) => Some(Arc::new(crate::tls::NodeTls::new(files, &cfg.node_id)?)),
+        None => None,
+    };
     // Validate the standby list now so that a typo is a start-up error naming the key.
     {
         let members: Vec<String> = cfg.members.iter().map(|m| m.id.clone()).collect();
@@ -214,6 +281,8 @@ pub async fn start(cfg: Config) -> Result<NodeHandle, StartError> {
         ckpt: checkpointer::CheckpointState::new(ckpt_dir, loaded.meta.clone(), startup),
         wal_failure: watch::channel(None).0,
         term_start_pending: Mutex::new(None),
+        tls,
+        refusal_log: crate::refusal::RefusalLog::default(),
     });
     // An interrupted rebuild runs again (its state replaces the one loaded above).
     super::rebuild::detect_interrupted(&shared);
