@@ -41,8 +41,11 @@ impl Http {
                 "--endpoint {base:?}: expected a URL like http://127.0.0.1:7480"
             ));
         }
+        // Redirects are followed by `send` (reqwest's own policy drops the
+        // Authorization header on a redirect to another port: a write sent to
+        // a follower came back 401 from the leader).
         let mut builder = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::limited(5))
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(60));
         match &opts.ca_file {
             Some(p) => {
@@ -81,11 +84,39 @@ impl Http {
         }
     }
 
+    /// Send `rb`, following up to 5 redirects (307/308, as the nodes answer
+    /// a write sent to a follower) with the same method, body and token. A
+    /// redirect from https to http is not followed (the token would travel in
+    /// clear): its 3xx answer is returned.
+    pub async fn send(&self, rb: reqwest::RequestBuilder) -> reqwest::Result<reqwest::Response> {
+        let mut req = rb.build()?;
+        for _ in 0..5 {
+            let again = req.try_clone();
+            let from_https = req.url().scheme() == "https";
+            let r = self.client.execute(req).await?;
+            if !matches!(r.status().as_u16(), 301 | 302 | 303 | 307 | 308) {
+                return Ok(r);
+            }
+            let next = r
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| r.url().join(l).ok());
+            match (next, again) {
+                (Some(url), Some(mut n)) if !(from_https && url.scheme() != "https") => {
+                    *n.url_mut() = url;
+                    req = n;
+                }
+                _ => return Ok(r),
+            }
+        }
+        self.client.execute(req).await
+    }
+
     /// GET a JSON document.
     pub async fn get_json(&self, url: &str) -> Result<Value, String> {
         let r = self
-            .req(reqwest::Method::GET, url)
-            .send()
+            .send(self.req(reqwest::Method::GET, url))
             .await
             .map_err(|e| format!("{url}: {e}"))?;
         let status = r.status();
@@ -134,7 +165,7 @@ pub async fn write(opts: &ClientOpts, key: &str, value: Option<&str>, ack: Optio
         Some(v) => http.req(reqwest::Method::PUT, &url).body(v.to_string()),
         None => http.req(reqwest::Method::DELETE, &url),
     };
-    let r = match req.send().await {
+    let r = match http.send(req).await {
         Ok(r) => r,
         Err(e) => return fail(format!("{url}: {e}")),
     };
@@ -187,7 +218,7 @@ pub async fn get(opts: &ClientOpts, key: &str, min_lsn: Option<&str>, wait: Opti
         }
         url.push_str(&format!("wait={w}&"));
     }
-    let r = match http.req(reqwest::Method::GET, &url).send().await {
+    let r = match http.send(http.req(reqwest::Method::GET, &url)).await {
         Ok(r) => r,
         Err(e) => return fail(format!("{url}: {e}")),
     };
@@ -230,7 +261,7 @@ pub async fn tail(opts: &ClientOpts, from: Option<&str>, follow: bool) -> i32 {
             Some(f) => format!("{}/v1/log?from={f}&limit=1000", http.base),
             None => format!("{}/v1/log?limit=1000", http.base),
         };
-        let r = match http.req(reqwest::Method::GET, &url).send().await {
+        let r = match http.send(http.req(reqwest::Method::GET, &url)).await {
             Ok(r) => r,
             Err(e) => return fail(format!("{url}: {e}")),
         };
@@ -282,9 +313,7 @@ pub async fn admin(opts: &ClientOpts, path: &str, body: Value) -> i32 {
     };
     let url = format!("{}{}", http.base, path);
     let r = match http
-        .req(reqwest::Method::POST, &url)
-        .json(&body)
-        .send()
+        .send(http.req(reqwest::Method::POST, &url).json(&body))
         .await
     {
         Ok(r) => r,
@@ -356,7 +385,7 @@ pub async fn rebuild(opts: &ClientOpts) -> i32 {
         }
     };
     let url = format!("{}/v1/admin/rebuild", http.base);
-    let r = match http.req(reqwest::Method::POST, &url).send().await {
+    let r = match http.send(http.req(reqwest::Method::POST, &url)).await {
         Ok(r) => r,
         Err(e) => return fail(format!("{url}: {e}")),
     };

@@ -154,8 +154,8 @@ pub struct CheckpointConfig {
     pub max_wal: u64,
 }
 
-/// `[security]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `[security]`. `Debug` never prints the token.
+#[derive(Clone, PartialEq, Eq)]
 pub struct SecurityConfig {
     /// The shared secret, read from `token_file` (None when not configured).
     pub token: Option<String>,
@@ -211,6 +211,15 @@ pub const MAX_VALUE_BYTES_CEILING: usize = 60 << 20;
 /// Largest size `security.token_file` may have (a token is a short secret;
 /// a larger file is refused at start instead of being read into memory).
 pub const MAX_TOKEN_FILE_BYTES: u64 = 64 << 10;
+
+impl std::fmt::Debug for SecurityConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecurityConfig")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
 
 /// A validated node configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1097,6 +1106,11 @@ http = "127.0.0.1:7480"
         let text = format!("{MIN}\n[security]\ntoken_file = \"tok\"\n");
         let c = Config::parse(&text, &dir.path().join("node.toml")).unwrap();
         assert_eq!(c.security.token.as_deref(), Some("s3cret"));
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("<redacted>"),
+            "{shown}"
+        );
         let e = Config::parse(&text, Path::new("/nonexistent/node.toml")).unwrap_err();
         assert!(e.to_string().contains("security.token_file"), "{e}");
     }

@@ -477,6 +477,54 @@ async fn tls_cluster_replicates_fails_over_and_refuses_intruders() {
         .to_string();
     assert!(loc.starts_with("https://"), "{loc}");
 
+    // The CLI over HTTPS: --ca-file; without it an https endpoint is bad usage.
+    let tok = pki.path("token");
+    std::fs::write(&tok, TOKEN).expect("token file");
+    let cli = |args: Vec<String>| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_walship"))
+            .args(args)
+            .env_remove("WALSHIP_CA_FILE")
+            .env_remove("WALSHIP_TOKEN")
+            .env_remove("WALSHIP_ENDPOINT")
+            .output()
+            .expect("run walship")
+    };
+    let common_args = |cmd: &[&str], ca: bool| {
+        let mut a: Vec<String> = cmd.iter().map(|s| s.to_string()).collect();
+        a.extend(["--endpoint".into(), base(f), "--token-file".into()]);
+        a.push(tok.display().to_string());
+        if ca {
+            a.extend(["--ca-file".into(), pki.path("ca.pem").display().to_string()]);
+        }
+        a
+    };
+    // Sent to a follower: the CLI follows the https:// redirect to the leader.
+    let out = cli(common_args(&["put", "cli", "over-cli"], true));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lsn = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let out = cli(common_args(
+        &["get", "cli", "--min-lsn", &lsn, "--wait", "20s"],
+        true,
+    ));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "over-cli");
+    let out = cli(common_args(&["get", "cli"], false));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ca-file"));
+
     // Refusals on a running TLS node.
     let t = f;
     let bin = c.cfgs[t].listen;
