@@ -332,9 +332,14 @@ async fn serve_http_connection(
         drop(slot);
         return;
     };
-    // The peer address for handlers and the 401 refusal log (http.rs).
-    let svc =
-        TowerToHyperService::new(app.layer(axum::Extension(axum::extract::ConnectInfo(peer))));
+    // The peer address for handlers and the 401 refusal log (http.rs), set on
+    // each request (no per-connection router layer).
+    let inner = TowerToHyperService::new(app);
+    let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        hyper::service::Service::call(&inner, req)
+    });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
