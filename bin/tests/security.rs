@@ -408,6 +408,15 @@ async fn refusals_are_counted_logged_and_never_show_the_token() {
         "unknown member logged: {log}"
     );
     assert!(log.contains("127.0.0.1:"), "peer address logged: {log}");
+    // Each listener's refusal lines name the peer's address.
+    for listener in ["binary", "http"] {
+        let tag = format!("on the {listener} port (unauthorized)");
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(&tag)).collect();
+        assert!(!lines.is_empty(), "no {tag} line: {log}");
+        for l in lines {
+            assert!(l.contains("refused 127.0.0.1:"), "no peer address: {l}");
+        }
+    }
     assert!(!log.contains(wrong), "a presented token was logged:\n{log}");
     assert!(!log.contains(TOKEN), "the cluster token was logged:\n{log}");
     c.shutdown().await;
