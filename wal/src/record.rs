@@ -133,7 +133,7 @@ pub(crate) enum Invalid {
 /// present, not all-zero, reserved bytes zero, valid kind, length limits, the segment
 /// rule (a non-PADDING record leaves 0 or >= HEADER_LEN bytes in its segment; a PADDING
 /// record ends exactly at the segment end), header LSN == `lsn`, record inside `buf`,
-/// and finally the CRC.
+/// alignment bytes after the payload zero, and finally the CRC.
 pub(crate) fn check(
     buf: &[u8],
     lsn: u64,
@@ -203,6 +203,15 @@ pub(crate) fn check(
             "record of {total} bytes extends past the {} available bytes",
             buf.len()
         )));
+    }
+    // Invariant: the alignment bytes after the payload are zero (every writer zeroes
+    // them), so an accepted record re-encodes to exactly the bytes stored. The CRC
+    // covers them too, but a CRC can be forged; this check cannot.
+    let payload_end = HEADER_LEN + hdr.len as usize;
+    if buf[payload_end..total as usize].iter().any(|&b| b != 0) {
+        return Err(Invalid::Bad(
+            "alignment bytes after the payload are not zero".into(),
+        ));
     }
     let crc = crc32fast::hash(&buf[4..total as usize]);
     if crc != hdr.crc {
@@ -297,6 +306,23 @@ mod tests {
         assert_eq!(LE::read_u32(&v[0..4]), crc32fast::hash(&v[4..]));
         let h = check(&v, 0x1000, SEG, SEG / 2).unwrap();
         assert_eq!((h.len, h.lsn, h.term, h.kind), (5, 0x1000, 7, 16));
+    }
+
+    #[test]
+    fn nonzero_alignment_bytes_are_refused_even_with_a_matching_crc() {
+        // Found by the wal_record fuzz target: a record whose alignment bytes were
+        // not zero, with a CRC computed over them, was accepted but did not
+        // re-encode to the stored bytes.
+        let mut v = Vec::new();
+        encode(Lsn(0x10), 1, 16, &[0u8; 6], &mut v);
+        assert_eq!(v.len(), 40);
+        v[39] = 1;
+        let crc = crc32fast::hash(&v[4..]);
+        LE::write_u32(&mut v[0..4], crc);
+        match check(&v, 0x10, SEG, SEG / 2) {
+            Err(Invalid::Bad(why)) => assert!(why.contains("alignment"), "{why}"),
+            other => panic!("accepted: {other:?}"),
+        }
     }
 
     #[test]
