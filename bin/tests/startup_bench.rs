@@ -47,6 +47,13 @@ async fn startup_with_1gib_wal_and_recent_checkpoint() {
         None => base.path().join("n1"),
     };
     let prebuilt = reuse.is_some() && data.join("wal").exists();
+    // A node refuses a data directory that group or others may access.
+    std::fs::create_dir_all(&data).expect("data dir");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700))
+            .expect("chmod 700 data dir");
+    }
     let wal_dir = data.join("wal");
     let total = mib << 20;
     let tail = 16u64 << 20;
