@@ -467,6 +467,25 @@ criterion_group! {
 }
 
 fn main() {
+    // `WAL_BENCH_FLUSH_THREADS=N`: only the N-appender append+flush loop, beside one
+    // appender (for profiling the group commit with perf).
+    if let Some(n) = std::env::var("WAL_BENCH_FLUSH_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        let one = append_flush(1, 100, 1.5, false);
+        let s = append_flush(n, 100, 3.0, false);
+        println!(
+            "append+flush {n} appenders 100 B: {:.0} records/s ({:.1}x one appender at {:.0}), p50 {:.1} us, p99 {:.1} us, {:.3} fdatasync per flush",
+            s.rps,
+            s.rps / one.rps,
+            one.rps,
+            us(s.p50),
+            us(s.p99),
+            s.fsyncs_per_flush
+        );
+        return;
+    }
     summary();
     if std::env::var_os("WAL_BENCH_SUMMARY_ONLY").is_some() {
         return;
