@@ -1330,16 +1330,7 @@ async fn node_values(
                 "http://{http}/v1/kv/{key}?min_lsn={}&wait=10s",
                 wal::Lsn(lsn)
             );
-            let r = client
-                .get(&url)
-                .send()
-                .await
-                .map_err(|e| FaultError::Failed(format!("GET {url}: {e}")))?;
-            let code = r.status().as_u16();
-            let body = r
-                .bytes()
-                .await
-                .map_err(|e| FaultError::Failed(format!("GET {url}: {e}")))?;
+            let (code, body) = get_status_and_body(client, &url).await?;
             match code {
                 200 => kv.apply(&receiver::state::Applied {
                     lsn,
@@ -1566,16 +1557,7 @@ async fn check(
                     c.node(i).http,
                     wal::Lsn(lsn)
                 );
-                let r = client
-                    .get(&url)
-                    .send()
-                    .await
-                    .map_err(|e| FaultError::Failed(format!("GET {url}: {e}")))?;
-                let code = r.status().as_u16();
-                let body = r
-                    .bytes()
-                    .await
-                    .map_err(|e| FaultError::Failed(format!("GET {url}: {e}")))?;
+                let (code, body) = get_status_and_body(&client, &url).await?;
                 let got = match code {
                     200 => Some(body.to_vec()),
                     404 => None,
@@ -1946,6 +1928,24 @@ fn compare_wal_dirs(
         }
     }
     Ok((reference.len() as u64, out))
+}
+
+/// `GET url`: the status code and the whole body (a transport error names the URL).
+async fn get_status_and_body(
+    client: &reqwest::Client,
+    url: &str,
+) -> Result<(u16, bytes::Bytes), FaultError> {
+    let r = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| FaultError::Failed(format!("GET {url}: {e}")))?;
+    let code = r.status().as_u16();
+    let body = r
+        .bytes()
+        .await
+        .map_err(|e| FaultError::Failed(format!("GET {url}: {e}")))?;
+    Ok((code, body))
 }
 
 #[cfg(test)]
