@@ -1,27 +1,37 @@
 //! Measures the largest single allocation the decoder makes for hostile
-//! headers, with a counting global allocator (one test in this binary, so no
-//! other thread allocates concurrently).
+//! headers, with a counting global allocator. The peak is kept per thread, so
+//! tests running side by side (and the harness's own threads) never see each
+//! other's allocations.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::cell::Cell;
 
 use bytes::{BufMut, BytesMut};
 use proto::{FrameCodec, ProtoError};
 use tokio_util::codec::Decoder;
 
 struct Peak;
-static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// Largest single allocation made by this thread since the last reset.
+    static PEAK: Cell<usize> = const { Cell::new(0) };
+}
+
+fn note(size: usize) {
+    // `try_with`: allocations during thread teardown are simply not counted.
+    let _ = PEAK.try_with(|p| p.set(p.get().max(size)));
+}
 
 unsafe impl GlobalAlloc for Peak {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        PEAK.fetch_max(layout.size(), Ordering::Relaxed);
+        note(layout.size());
         System.alloc(layout)
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         System.dealloc(ptr, layout)
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        PEAK.fetch_max(new_size, Ordering::Relaxed);
+        note(new_size);
         System.realloc(ptr, layout, new_size)
     }
 }
@@ -30,9 +40,9 @@ unsafe impl GlobalAlloc for Peak {
 static GLOBAL: Peak = Peak;
 
 fn peak_during(f: impl FnOnce()) -> usize {
-    PEAK.store(0, Ordering::SeqCst);
+    PEAK.with(|p| p.set(0));
     f();
-    PEAK.load(Ordering::SeqCst)
+    PEAK.with(|p| p.get())
 }
 
 #[test]
