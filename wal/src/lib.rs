@@ -142,7 +142,7 @@ pub use history::{fork_point, term_at, TermSpan, TERM_HISTORY_FILE};
 pub use lsn::Lsn;
 pub use reader::{RecordRef, WalReader};
 pub use record::kind;
-pub use wal::{Appended, RecoveryReport, TruncateReport, Wal, WalOptions};
+pub use wal::{Appended, RecoveryReport, TruncateReport, Wal, WalLockWatch, WalOptions};
 
 /// A leader's term (election epoch). Every record carries the term of its writer.
 pub type Term = u64;

@@ -151,3 +151,21 @@ fn remove_before_drops_whole_flushed_segments_and_appends_continue() {
     assert_eq!(rep.first_lsn, Lsn(3 << 20));
     assert_eq!(wal.write_lsn(), last.end);
 }
+
+#[test]
+fn lock_watch_sees_readers_keep_the_directory_locked() {
+    let d = tempfile::tempdir().unwrap();
+    let (wal, _) = Wal::open(d.path(), opts()).unwrap();
+    wal.append(1, kind::FIRST_APP, b"x").unwrap();
+    let watch = wal.lock_watch();
+    let reader = wal.reader(Lsn(0)).unwrap();
+    drop(wal);
+    assert!(watch.is_held(), "a live reader keeps the WAL open");
+    assert!(
+        Wal::open(d.path(), opts()).is_err(),
+        "the directory is still locked"
+    );
+    drop(reader);
+    assert!(!watch.is_held());
+    Wal::open(d.path(), opts()).expect("reopened once the watch says released");
+}

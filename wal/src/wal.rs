@@ -1171,6 +1171,14 @@ impl Wal {
         (self.inner.max_record - HEADER_LEN as u64) as usize
     }
 
+    /// A handle that tells when this WAL's directory lock is released: when the
+    /// last [`Wal`] clone *and* the last [`WalReader`](crate::WalReader) are gone and
+    /// the background threads have ended. Only then can the directory be opened
+    /// again in the same process (a restart of an embedded node).
+    pub fn lock_watch(&self) -> WalLockWatch {
+        WalLockWatch(Arc::downgrade(&self.inner))
+    }
+
     /// The WAL directory.
     pub fn dir(&self) -> &Path {
         &self.inner.dir
@@ -1520,6 +1528,17 @@ impl Wal {
     #[cfg(test)]
     pub(crate) fn inject_fsync_failure(&self) {
         self.inner.fail_next_fsync.store(true, Ordering::SeqCst);
+    }
+}
+
+/// See [`Wal::lock_watch`].
+#[derive(Clone, Debug)]
+pub struct WalLockWatch(std::sync::Weak<Inner>);
+
+impl WalLockWatch {
+    /// Whether the directory lock (file `LOCK`) is still held by this process.
+    pub fn is_held(&self) -> bool {
+        self.0.strong_count() > 0
     }
 }
 

@@ -426,14 +426,16 @@ impl NodeHandle {
         let flusher = self.flusher.take();
         let wal_dir = self.shared.wal.dir().to_path_buf();
         let wal = Arc::downgrade(&self.shared.wal);
+        let lock = self.shared.wal.lock_watch();
         drop(self);
         if let Some(f) = flusher {
             let _ = tokio::task::spawn_blocking(move || f.join()).await;
         }
-        // Short-lived tasks (replication sessions, connection handlers) end on
-        // the shutdown signal; wait until the last one dropped the WAL.
+        // Short-lived tasks (replication sessions, connection handlers, blocking
+        // applies holding a WAL reader) end on the shutdown signal; wait until the
+        // last one dropped the WAL and the directory lock is released.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while wal.strong_count() > 0 {
+        while wal.strong_count() > 0 || lock.is_held() {
             if std::time::Instant::now() > deadline {
                 tracing::warn!(dir = %wal_dir.display(), "some tasks still hold the WAL 10s after shutdown; it closes when they end");
                 break;
