@@ -26,8 +26,9 @@
 //! With [`FlushPolicy::Inline`] (what walship uses) the receiver makes each batch
 //! durable itself: after the frames already readable are appended, it calls
 //! `Wal::flush` on this task (inside `block_in_place`, so the runtime's other
-//! tasks move to another thread meanwhile), publishes the flush LSN and sends
-//! its status right away. No thread hand-off lies between the WAL bytes
+//! tasks move to another thread meanwhile), stores the flush LSN, sends its
+//! status right away and only then wakes the node's tasks watching the flush
+//! LSN (they must not run ahead of the status). No thread hand-off lies between the WAL bytes
 //! arriving and the status that reports them durable (the node's flusher
 //! thread would add two wake-ups: futex to the flusher, then back to this
 //! task). Group commit is kept: frames arriving during an fdatasync wait in
@@ -336,14 +337,8 @@ async fn session(ctx: &FollowContext) -> SessionEnd {
             || flush_rx.has_changed().unwrap_or(false)
             || applied_rx.has_changed().unwrap_or(false)
         {
-            st.status_due = false;
-            let status = Message::FollowerStatus {
-                write_lsn: wal.write_lsn().0,
-                flush_lsn: *flush_rx.borrow_and_update(),
-                apply_lsn: *applied_rx.borrow_and_update(),
-                send_time_us: now_us(),
-                reply_to_time_us: std::mem::take(&mut st.reply_to_time_us),
-            };
+            let flushed = *flush_rx.borrow_and_update();
+            let status = status_message(wal, flushed, &mut applied_rx, &mut st);
             if let Err(e) = framed.send(status).await {
                 return SessionEnd::Failed(format!("cannot send status: {e}"));
             }
@@ -409,7 +404,23 @@ async fn session(ctx: &FollowContext) -> SessionEnd {
                     } else {
                         end
                     };
-                    raise(&ctx.flush_tx, done);
+                    // Store the flush LSN, report it, and only then wake the
+                    // node's tasks watching it: the status is what the leader's
+                    // writers wait for, and the woken tasks could run before it.
+                    // (Stored first, so the node's own view — /status, votes —
+                    // never trails what it told the leader.)
+                    raise_silently(&ctx.flush_tx, done);
+                    let flushed = *flush_rx.borrow_and_update();
+                    let status = status_message(wal, flushed, &mut applied_rx, &mut st);
+                    if let Err(e) = framed.send(status).await {
+                        return SessionEnd::Failed(format!("cannot send status: {e}"));
+                    }
+                    ctx.flush_tx.send_modify(|_| {});
+                    // Our own wake-up needs no second status; a higher flush LSN
+                    // published meanwhile by the node's flusher does.
+                    if *flush_rx.borrow_and_update() > flushed {
+                        st.status_due = true;
+                    }
                 }
             }
         } else {
@@ -417,6 +428,23 @@ async fn session(ctx: &FollowContext) -> SessionEnd {
             // (and any frame already arriving) land first, so one status covers both.
             tokio::task::yield_now().await;
         }
+    }
+}
+
+/// The `FollowerStatus` reporting `flushed` (clears `status_due` and the reply owed).
+fn status_message(
+    wal: &wal::Wal,
+    flushed: u64,
+    applied_rx: &mut watch::Receiver<u64>,
+    st: &mut StreamState,
+) -> Message {
+    st.status_due = false;
+    Message::FollowerStatus {
+        write_lsn: wal.write_lsn().0,
+        flush_lsn: flushed,
+        apply_lsn: *applied_rx.borrow_and_update(),
+        send_time_us: now_us(),
+        reply_to_time_us: std::mem::take(&mut st.reply_to_time_us),
     }
 }
 

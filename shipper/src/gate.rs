@@ -232,6 +232,9 @@ pub struct CommitGate {
     /// are blocked for lack of standbys.
     sync_set: Vec<String>,
     blocked: bool,
+    /// While `Some`, released waiters are collected here instead of answered at once
+    /// (see [`SharedGate::update_follower_deferred`]).
+    deferred: Option<Vec<(oneshot::Sender<WaitResult>, u64)>>,
     #[cfg(test)]
     pub(crate) wake_log: Vec<(AckLevel, u64, u64)>,
 }
@@ -253,6 +256,7 @@ impl CommitGate {
             closed: None,
             sync_set: Vec::new(),
             blocked: false,
+            deferred: None,
             #[cfg(test)]
             wake_log: Vec::new(),
         }
@@ -430,8 +434,14 @@ impl CommitGate {
             }
             #[cfg(test)]
             self.wake_log.push((level, entry.key().0, entry.key().1));
-            // A send error means the waiter gave up (timed out): nothing to do.
-            let _ = entry.remove().send(Ok(commit));
+            let tx = entry.remove();
+            match self.deferred.as_mut() {
+                Some(d) => d.push((tx, commit)),
+                // A send error means the waiter gave up (timed out): nothing to do.
+                None => {
+                    let _ = tx.send(Ok(commit));
+                }
+            }
         }
     }
 
@@ -537,6 +547,12 @@ impl CommitGate {
             );
         }
         self.purge_at = MIN_PURGE_AT.max(2 * left);
+    }
+
+    /// Whether any waiter at `level` is not yet released (an abandoned-but-not-purged one
+    /// of a bare gate counts too). O(1).
+    pub fn has_waiters(&self, level: AckLevel) -> bool {
+        !self.waiters[level.idx()].is_empty()
     }
 
     /// Number of waiters not yet released (abandoned-but-not-purged ones included).
@@ -743,6 +759,33 @@ impl Drop for WaitHandle {
     }
 }
 
+/// Waiters released by a deferred gate update ([`SharedGate::update_follower_deferred`]),
+/// answered (in LSN order, `Ok(commit)`) when this is dropped. Never lost: dropping it is
+/// the only way to get rid of it.
+#[must_use = "dropping it answers the released writers; drop it after publishing the commits"]
+pub struct Released(Vec<(oneshot::Sender<WaitResult>, u64)>);
+
+impl Released {
+    /// How many waiters this releases.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it releases no waiter.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Drop for Released {
+    fn drop(&mut self) {
+        for (tx, commit) in self.0.drain(..) {
+            // A send error means the waiter gave up (timed out): nothing to do.
+            let _ = tx.send(Ok(commit));
+        }
+    }
+}
+
 /// A [`CommitGate`] shared by many tasks: writers register waits, senders report progress.
 /// Cheap to clone (an `Arc`). Every method takes the lock briefly; waiters are released
 /// (oneshot sends) under the lock, in LSN order.
@@ -776,6 +819,29 @@ impl SharedGate {
     /// [`CommitGate::update_follower`].
     pub fn update_follower(&self, id: &str, pos: FollowerPosition) -> Commits {
         self.inner.lock().update_follower(id, pos)
+    }
+
+    /// [`CommitGate::update_follower`], but the waiters it releases are answered only when
+    /// the returned [`Released`] is dropped (after the gate's lock is released). A caller
+    /// publishes the new commits first and then drops it, so the writers are woken last:
+    /// on a tokio worker the last task woken runs next (its LIFO slot), so the writer's
+    /// answer goes out before the other tasks the commit advance woke.
+    pub fn update_follower_deferred(&self, id: &str, pos: FollowerPosition) -> (Commits, Released) {
+        self.deferred(|g| g.update_follower(id, pos))
+    }
+
+    /// [`CommitGate::update_leader`], with the release deferred as in
+    /// [`SharedGate::update_follower_deferred`].
+    pub fn update_leader_deferred(&self, write_lsn: u64, flush_lsn: u64) -> (Commits, Released) {
+        self.deferred(|g| g.update_leader(write_lsn, flush_lsn))
+    }
+
+    fn deferred(&self, f: impl FnOnce(&mut CommitGate) -> Commits) -> (Commits, Released) {
+        let mut g = self.inner.lock();
+        g.deferred = Some(Vec::new());
+        let commits = f(&mut g);
+        let released = g.deferred.take().unwrap_or_default();
+        (commits, Released(released))
     }
 
     /// [`CommitGate::set_connected`].
@@ -821,6 +887,11 @@ impl SharedGate {
     /// [`CommitGate::followers`].
     pub fn followers(&self) -> Vec<(String, FollowerPosition, SyncState)> {
         self.inner.lock().followers()
+    }
+
+    /// [`CommitGate::has_waiters`].
+    pub fn has_waiters(&self, level: AckLevel) -> bool {
+        self.inner.lock().has_waiters(level)
     }
 
     /// [`CommitGate::pending_waiters`].

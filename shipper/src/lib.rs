@@ -67,7 +67,8 @@ pub mod standbys;
 
 pub use error::{LsnDisplay, Result, ShipperError};
 pub use gate::{
-    AckLevel, CommitGate, Commits, FollowerPosition, SharedGate, SyncState, WaitHandle, WaitResult,
+    AckLevel, CommitGate, Commits, FollowerPosition, Released, SharedGate, SyncState, WaitHandle,
+    WaitResult,
 };
 pub use progress::{FollowerProgress, FollowerReport, FollowerState, LagTracker, Progress};
 pub use standbys::{parse_standbys, resolve_policy, ReplicationMode, StandbyPolicy, SyncMethod};

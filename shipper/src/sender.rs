@@ -9,12 +9,26 @@
 //! | 3 | otherwise | stream from the follower's end: `WalData` chunks of whole records, as fast as it takes them |
 //!
 //! While streaming: the sender works in passes. Woken by new WAL, a commit advance,
-//! the heartbeat timer or (when window-limited) a follower status, it yields once
-//! so that concurrent appends join the pass, then feeds every readable `WalData`
-//! chunk, then a `Keepalive` if the commit LSN moved or a heartbeat is due (only
-//! the heartbeat one asks for a reply), and flushes the socket once: the commit
-//! LSN travels with the data in the same syscall. The follower's
+//! the heartbeat timer, the commit linger or (when window-limited) a follower
+//! status, it yields once so that concurrent appends join the pass, then feeds
+//! every readable `WalData` chunk, then a `Keepalive` if the commit LSN moved (see
+//! "Commit LSN") or a heartbeat is due (only the heartbeat one asks for a reply),
+//! and flushes the socket once: the commit LSN travels with the data in the same
+//! syscall. The follower's
 //! `FollowerStatus` replies feed [`Progress`] (lag) and the [`SharedGate`] (commit).
+//!
+//! # Commit LSN
+//!
+//! Followers apply only up to the commit LSN, which they learn from the `Keepalive`s.
+//! A commit advance does not wake the sender by itself: it rides behind the next
+//! `WalData` (same flush), or, if no WAL follows within `commit_linger` (1 ms in
+//! walship), goes out in a `Keepalive` of its own. Two exceptions send it at once:
+//! while a `remote_apply` write waits ([`SharedGate::has_waiters`]; that write needs
+//! the follower to apply now), and with every heartbeat. A one-client
+//! `remote_flush` workload thus costs one frame burst per write in each direction
+//! instead of two (no commit-only `Keepalive`, no apply-only `FollowerStatus`
+//! answering it). When the linger expires with nothing new to say (commits
+//! stalled), the sender waits for the commit LSN to move instead of re-arming it.
 //!
 //! Bounds: at most `window_bytes` sent beyond the follower's reported write LSN,
 //! each `WalData` at most `max_chunk_bytes` (unless one record is larger), and the
@@ -33,7 +47,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{watch, Notify};
 use tokio_util::codec::Framed;
 
-use crate::gate::{Commits, FollowerPosition, SharedGate};
+use crate::gate::{AckLevel, Commits, FollowerPosition, SharedGate};
 use crate::progress::{FollowerState, Progress};
 
 /// What a sender reports to its node.
@@ -72,6 +86,10 @@ pub struct SenderContext {
     pub max_chunk_bytes: usize,
     /// Most bytes in flight beyond the follower's reported write LSN.
     pub window_bytes: u64,
+    /// How long a commit advance may wait to ride with the next `WalData` before it is
+    /// sent in a `Keepalive` of its own (see "Commit LSN" in the module docs). A commit
+    /// is sent at once while a `remote_apply` write waits.
+    pub commit_linger: Duration,
     /// Callbacks.
     pub events: Arc<dyn SenderEvents>,
 }
@@ -196,10 +214,13 @@ where
                                 apply_lsn,
                             }
                         };
-                        let commits = ctx.gate.update_follower(&follower, pos);
-                        ctx.events.commits(commits);
+                        // Publish the commits first, answer the writers last
+                        // (see SharedGate::update_follower_deferred).
+                        let (commits, released) = ctx.gate.update_follower_deferred(&follower, pos);
                         acked_write.store(write_lsn, Ordering::Release);
                         status_seen.notify_one();
+                        ctx.events.commits(commits);
+                        drop(released);
                     }
                     Some(Ok(other)) => {
                         return format!("unexpected {} from the follower", other.name());
@@ -225,6 +246,15 @@ where
     let mut next_heartbeat = tokio::time::Instant::now();
     let heartbeat_timer = tokio::time::sleep_until(next_heartbeat);
     tokio::pin!(heartbeat_timer);
+    // Commit linger: armed while the follower holds shipped WAL it does not know
+    // to be committed; when it fires, the commit LSN goes out on its own.
+    let mut linger_armed = false;
+    // Set when the linger expired with no commit advance to tell: then the
+    // sender waits for the commit LSN to move instead of re-arming the timer
+    // (no periodic wake-ups while commits stall, e.g. a sync standby is down).
+    let mut commit_stalled = false;
+    let linger_timer = tokio::time::sleep_until(next_heartbeat);
+    tokio::pin!(linger_timer);
     let mut pos = start.write_lsn;
     let mut sent_commit = 0u64;
 
@@ -236,6 +266,7 @@ where
             break "the leader's term ended".to_string();
         }
         let mut window_limited = false;
+        let mut shipped = false;
         loop {
             let end = *written.borrow_and_update();
             if pos >= end {
@@ -272,6 +303,7 @@ where
             }
             ctx.events.shipped(n);
             pos = chunk_end;
+            shipped = true;
         }
         if !streaming.load(Ordering::Acquire) && pos >= *written.borrow() {
             streaming.store(true, Ordering::Release);
@@ -282,11 +314,24 @@ where
             tracing::info!(follower = %follower, at = %wal::Lsn(pos), "follower caught up; streaming");
         }
         // The commit LSN rides behind the data (same flush): followers learn
-        // commits without a frame and syscall of their own.
+        // commits without a frame and syscall of their own. Alone, it goes out
+        // only when a remote_apply write waits for it, when the linger expired,
+        // or with a heartbeat (see "Commit LSN" in the module docs).
         let now = tokio::time::Instant::now();
         let heartbeat_due = now >= next_heartbeat;
+        let linger_due = linger_armed && now >= linger_timer.deadline();
+        if linger_due {
+            linger_armed = false;
+        }
+        let apply_waiting = ctx.gate.has_waiters(AckLevel::RemoteApply);
         let c = *commit.borrow_and_update();
-        if heartbeat_due || c != sent_commit {
+        let news = c != sent_commit;
+        if news {
+            commit_stalled = false;
+        } else if linger_due {
+            commit_stalled = true;
+        }
+        if heartbeat_due || (news && (shipped || apply_waiting || linger_due)) {
             sent_commit = c;
             if let Err(e) = sink.feed(keepalive(&ctx, c, heartbeat_due)).await {
                 break format!("cannot send keepalive: {e}");
@@ -295,6 +340,12 @@ where
                 next_heartbeat = now + ctx.heartbeat;
                 heartbeat_timer.as_mut().reset(next_heartbeat);
             }
+        }
+        if sent_commit >= pos {
+            commit_stalled = false;
+        } else if !linger_armed && !commit_stalled {
+            linger_armed = true;
+            linger_timer.as_mut().reset(now + ctx.commit_linger);
         }
         if let Err(e) = sink.flush().await {
             break format!("cannot send: {e}");
@@ -306,8 +357,13 @@ where
         }
         tokio::select! {
             r = written.changed() => if r.is_err() { break "the leader stopped".to_string() },
-            r = commit.changed() => if r.is_err() { break "the leader stopped".to_string() },
+            // A commit advance wakes the sender only while a remote_apply write
+            // waits (the follower must apply at once) or commits stalled;
+            // otherwise it rides with the next WAL or goes out when the linger
+            // expires.
+            r = commit.changed(), if apply_waiting || commit_stalled => if r.is_err() { break "the leader stopped".to_string() },
             _ = &mut heartbeat_timer => {}
+            _ = &mut linger_timer, if linger_armed => {}
             // Only a window-limited sender waits for the follower's acks.
             _ = status_seen.notified(), if window_limited => {}
             r = &mut reader.0 => {

@@ -152,7 +152,7 @@ pub struct LeaderTerm {
     pub progress: Arc<Mutex<Progress>>,
     /// False while fenced or handing over leadership.
     pub accepting_writes: bool,
-    /// Set to true to stop the term's tasks (senders, commit task).
+    /// Set to true to stop the term's tasks (senders).
     pub stop: watch::Sender<bool>,
     /// What this term's WAL senders share.
     pub senders: Arc<shipper::sender::SenderContext>,
@@ -373,19 +373,24 @@ impl Shared {
     }
 
     /// The leader's WAL is durable up to `flushed`: feed the current term's
-    /// gate and publish what that commits (called by the flusher thread, so a
-    /// write waiting for the leader's own flush is released at once; the
-    /// term's commit task does the same when it sees the flush LSN move).
+    /// gate and publish what that commits (called by the flusher thread with
+    /// every flush, so a write waiting for the leader's own flush is released
+    /// at once, and once when a term starts). The only feed of the leader's own
+    /// LSNs into the gate (with `wal.sync = never` the flusher calls it with
+    /// the write LSN).
     pub fn leader_flushed(&self, flushed: u64) {
-        let (commits, term_start_end) = {
+        let (commits, released, term_start_end) = {
             let guard = self.leader.lock();
             let Some(l) = guard.as_ref() else { return };
-            (
-                l.gate.update_leader(self.wal.write_lsn().0, flushed),
-                l.term_start_end,
-            )
+            let (commits, released) = l
+                .gate
+                .update_leader_deferred(self.wal.write_lsn().0, flushed);
+            (commits, released, l.term_start_end)
         };
+        // Commits published before the writers are answered (they see it in
+        // /status by the time they are answered).
         self.publish_commits(commits, term_start_end);
+        drop(released);
     }
 
     /// Append a record as the leader and wait until it is acknowledged at `ack`

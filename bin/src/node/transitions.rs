@@ -100,7 +100,7 @@ async fn retry_term_start(shared: Arc<Shared>, term: u64) {
 }
 
 /// Write the term-start record of `term` and install the leader state (commit
-/// gate, senders, commit task). Nothing is installed if the append fails.
+/// gate, senders). Nothing is installed if the append fails.
 fn try_lead(shared: &Arc<Shared>, term: u64) -> Result<(), wal::WalError> {
     let me = shared.cfg.node_id.clone();
     let members: Vec<String> = shared.cfg.members.iter().map(|m| m.id.clone()).collect();
@@ -149,10 +149,11 @@ fn try_lead(shared: &Arc<Shared>, term: u64) -> Result<(), wal::WalError> {
             written: shared.written_tx.subscribe(),
             flushed: shared.flush_tx.subscribe(),
             commit: shared.commit_tx.subscribe(),
-            stop: stop_rx.clone(),
+            stop: stop_rx,
             heartbeat: shared.cfg.failover.heartbeat_interval,
             max_chunk_bytes: 1 << 20,
             window_bytes: 64 << 20,
+            commit_linger: COMMIT_LINGER,
             events: Arc::new(SenderEvents {
                 shared: Arc::downgrade(shared),
                 term,
@@ -184,9 +185,18 @@ fn try_lead(shared: &Arc<Shared>, term: u64) -> Result<(), wal::WalError> {
         mode = shared.cfg.replication.mode.as_str(),
         "this node is now the leader; it accepts writes and ships WAL to followers"
     );
-    tokio::spawn(commit_task(shared.clone(), gate, term_start_end, stop_rx));
+    // The flusher thread feeds the gate with every flush (Shared::leader_flushed,
+    // called only while a leader term is installed). A flush that ended before
+    // the term was installed covers less than `term_start_end` (the term-start
+    // record was appended under the same lock as the install), so it commits
+    // nothing of this term; feed it once anyway so the gate starts from it.
+    shared.leader_flushed(*shared.flush_tx.borrow());
     Ok(())
 }
+
+/// How long a commit advance may wait to ride with the next WAL data before a
+/// sender sends it on its own (see `shipper::sender`, "Commit LSN").
+const COMMIT_LINGER: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// How a term's senders report to the node.
 struct SenderEvents {
@@ -214,28 +224,6 @@ impl shipper::sender::SenderEvents for SenderEvents {
             if current {
                 s.follower_states.lock().insert(follower.to_string(), state);
             }
-        }
-    }
-}
-
-/// Feed the leader's own write/flush LSNs into the gate and publish commits.
-async fn commit_task(
-    shared: Arc<Shared>,
-    gate: SharedGate,
-    term_start_end: u64,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut flush_rx = shared.flush_tx.subscribe();
-    let mut written_rx = shared.written_tx.subscribe();
-    loop {
-        let written = *written_rx.borrow_and_update();
-        let flushed = *flush_rx.borrow_and_update();
-        let commits = gate.update_leader(written, flushed);
-        shared.publish_commits(commits, term_start_end);
-        tokio::select! {
-            r = flush_rx.changed() => if r.is_err() { return },
-            r = written_rx.changed() => if r.is_err() { return },
-            _ = stop.changed() => return,
         }
     }
 }

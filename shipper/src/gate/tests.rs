@@ -519,6 +519,43 @@ fn awaiting_a_handle_is_woken_by_another_thread() {
     assert_eq!(gate.pending_waiters(), 0);
 }
 
+#[test]
+fn deferred_release_answers_only_when_dropped_and_in_lsn_order() {
+    let gate = SharedGate::new(CommitGate::new(pol("ANY 1 (a, b)"), false));
+    gate.update_leader(300, 300);
+    let mut w1 = gate.register(100, AckLevel::RemoteFlush);
+    let mut w2 = gate.register(200, AckLevel::RemoteFlush);
+    let mut w3 = gate.register(300, AckLevel::RemoteFlush);
+    let mut wa = gate.register(100, AckLevel::RemoteApply);
+    // Flushed to 250, applied to 50: w1 and w2 are released, but not answered yet.
+    let (commits, released) = gate.update_follower_deferred("a", pos(true, 250, 250, 50));
+    assert_eq!(commits.remote_flush, 250, "the commit is computed at once");
+    assert_eq!(gate.commit_lsn(), 250);
+    assert_eq!(released.len(), 2);
+    assert!(pending(&mut w1) && pending(&mut w2) && pending(&mut w3) && pending(&mut wa));
+    assert_eq!(gate.pending_waiters(), 2, "released waiters left the gate");
+    drop(released);
+    assert_eq!(done(&mut w1), 250);
+    assert_eq!(done(&mut w2), 250);
+    assert!(pending(&mut w3) && pending(&mut wa));
+    // The leader side: a deferred leader update releases nothing more here (the
+    // follower is the limit), then the follower covers everything.
+    let (_, released) = gate.update_leader_deferred(400, 400);
+    assert!(released.is_empty());
+    let (_, released) = gate.update_follower_deferred("b", up(400));
+    assert_eq!(released.len(), 2);
+    // A waiter that gave up meanwhile is simply skipped.
+    drop(w3);
+    drop(released);
+    assert_eq!(done(&mut wa), 400);
+    assert_eq!(gate.pending_waiters(), 0);
+    // Non-deferred updates still answer at once.
+    let mut w4 = gate.register(500, AckLevel::RemoteFlush);
+    gate.update_leader(500, 500);
+    gate.update_follower("a", up(500));
+    assert_eq!(done(&mut w4), 500);
+}
+
 /// Throughput of register + release with many waiters pending (not a pass/fail test):
 /// `cargo test -p shipper --release -- --ignored --nocapture waiter_throughput`
 #[test]
