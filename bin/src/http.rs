@@ -6,23 +6,35 @@
 //! is answered `307` to the same URL on the leader (`503 not_leader` when no
 //! leader is known).
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use base64::Engine;
+use http_body_util::{BodyExt, Either, Full};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::node::election::DriverInput;
-use crate::node::{Role, Shared, WriteError};
+use crate::node::{Role, Shared, WriteError, Written};
+
+/// The body of an HTTP answer: a buffer built by the write fast path
+/// ([`serve_request`]), or axum's body for everything the router answers.
+pub type HttpBody = Either<Full<Bytes>, axum::body::Body>;
+
+/// `Walship-Lsn`, the applied LSN of the answering node (every data answer).
+const WALSHIP_LSN: HeaderName = HeaderName::from_static("walship-lsn");
+/// `Content-Type` of every JSON answer.
+const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 /// Longest `wait` a read may ask for.
 const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -58,6 +70,166 @@ async fn count_refusals(
         );
     }
     r
+}
+
+/// Serve one request of an HTTP connection from `peer`.
+///
+/// A write in its common form (`PUT`/`DELETE /v1/kv/{key}` with a key that
+/// needs no percent-decoding, `POST /v1/log`; no query or just `ack=LEVEL`; a
+/// body announced by `Content-Length` within `limits.max_http_body_bytes`, none
+/// for DELETE) is answered here without the router: the checks, their order and
+/// the answers are those of the routed handlers and middleware (401, 413, 400,
+/// 307/503 from a follower, the write's errors; counted and logged alike), only
+/// without their per-request allocations (header map and URI clones, boxed
+/// middleware futures, the JSON `Value`). Every other request goes through
+/// [`router`]. `bin/tests/http_api.rs` sends each case both ways and compares
+/// the answers byte for byte.
+pub async fn serve_request(
+    shared: Arc<Shared>,
+    app: Router,
+    peer: SocketAddr,
+    mut req: hyper::Request<hyper::body::Incoming>,
+) -> Result<axum::http::Response<HttpBody>, Infallible> {
+    if let Some(op) = fast_write_op(&req, shared.cfg.limits.max_http_body_bytes) {
+        return Ok(fast_write(&shared, peer, op, req).await);
+    }
+    // The peer address for handlers and the 401 refusal log.
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(peer));
+    let svc = hyper_util::service::TowerToHyperService::new(app);
+    let r = hyper::service::Service::call(&svc, req).await?;
+    Ok(r.map(Either::Right))
+}
+
+/// A write the fast path answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FastOp {
+    Put,
+    Delete,
+    Append,
+}
+
+/// The key of `/v1/kv/{key}` when it is taken as is by the router: one
+/// non-empty path segment of printable ASCII without `%` (no decoding).
+fn plain_key(path: &str) -> Option<&str> {
+    let k = path.strip_prefix("/v1/kv/")?;
+    let plain = !k.is_empty()
+        && k.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'%' && b != b'/');
+    plain.then_some(k)
+}
+
+/// The `ack` of a query the fast path takes: none, empty, or exactly
+/// `ack=VALUE` with VALUE of letters, digits and `_` (nothing to decode).
+/// `Err(())`: another form, for the router.
+#[allow(clippy::result_unit_err)]
+fn plain_ack(query: Option<&str>) -> Result<Option<&str>, ()> {
+    match query {
+        None | Some("") => Ok(None),
+        Some(q) => {
+            let v = q.strip_prefix("ack=").ok_or(())?;
+            if v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                Ok(Some(v))
+            } else {
+                Err(())
+            }
+        }
+    }
+}
+
+/// Which write the fast path answers for `req`, or None (the router does).
+fn fast_write_op<B>(req: &hyper::Request<B>, max_body: usize) -> Option<FastOp> {
+    let path = req.uri().path();
+    let op = match *req.method() {
+        Method::PUT => plain_key(path).map(|_| FastOp::Put)?,
+        Method::DELETE => plain_key(path).map(|_| FastOp::Delete)?,
+        Method::POST if path == "/v1/log" => FastOp::Append,
+        _ => return None,
+    };
+    plain_ack(req.uri().query()).ok()?;
+    let h = req.headers();
+    if h.contains_key(TRANSFER_ENCODING) {
+        return None;
+    }
+    let len = match h.get(CONTENT_LENGTH) {
+        None => 0,
+        Some(v) => v.to_str().ok()?.trim().parse::<u64>().ok()?,
+    };
+    // Over the limit: the router's body_limit answers 413. A DELETE's body is
+    // never read by its handler: leave such a request to the router too.
+    if len > max_body as u64 || (op == FastOp::Delete && len > 0) {
+        return None;
+    }
+    Some(op)
+}
+
+/// The fast path of [`serve_request`]: what `body_limit`, `count_refusals` and
+/// `kv_put` / `kv_delete` / `log_append` do, in that order.
+async fn fast_write(
+    shared: &Arc<Shared>,
+    peer: SocketAddr,
+    op: FastOp,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> axum::http::Response<HttpBody> {
+    let (parts, body) = req.into_parts();
+    // The routed handlers read the body (Bytes extractor) before they run;
+    // its length is announced and within the limit (checked above).
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("cannot read the request body: {e}"),
+            )
+            .map(Either::Right)
+        }
+    };
+    if !authorized(shared, &parts.headers) {
+        crate::refusal::record(
+            shared,
+            crate::refusal::Listener::Http,
+            "unauthorized",
+            Some(peer),
+            &format!(
+                "{} {} without a valid token",
+                parts.method,
+                parts.uri.path()
+            ),
+        );
+        return unauthorized().map(Either::Right);
+    }
+    let key = plain_key(parts.uri.path()).unwrap_or_default();
+    let (name, kind) = match op {
+        FastOp::Put => ("put", receiver::state::KIND_PUT),
+        FastOp::Delete => ("delete", receiver::state::KIND_DELETE),
+        FastOp::Append => ("append", receiver::state::KIND_LOG),
+    };
+    let checked = match op {
+        FastOp::Put => check_limits(shared, name, Some(key), Some(&body)),
+        FastOp::Delete => check_limits(shared, name, Some(key), None),
+        FastOp::Append => check_limits(shared, name, None, Some(&body)),
+    };
+    if let Err(r) = checked {
+        return r.map(Either::Right);
+    }
+    let ack = match parse_ack(plain_ack(parts.uri.query()).unwrap_or_default()) {
+        Ok(a) => a,
+        Err(r) => return r.map(Either::Right),
+    };
+    let put;
+    let payload: &[u8] = match op {
+        FastOp::Put => {
+            put = receiver::state::encode_put(key.as_bytes(), &body);
+            &put
+        }
+        FastOp::Delete => key.as_bytes(),
+        FastOp::Append => &body,
+    };
+    match do_write(shared, &parts.uri, name, kind, payload, ack).await {
+        Ok(w) => written(shared, &w).map(Either::Left),
+        Err(r) => r.map(Either::Right),
+    }
 }
 
 /// `http` or `https`: the scheme of this cluster's HTTP ports.
@@ -105,10 +277,21 @@ pub fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp
     (status, Json(json!({"error": message.into(), "code": code}))).into_response()
 }
 
-fn with_lsn(shared: &Shared, mut r: Response) -> Response {
-    if let Ok(v) = HeaderValue::from_str(&wal::Lsn(shared.applied_lsn()).to_string()) {
-        r.headers_mut().insert("walship-lsn", v);
-    }
+/// `lsn` printed as INTERFACE.md says (`X/X`, upper-case hex), as a header
+/// value, formatted on the stack.
+fn lsn_header(lsn: u64) -> HeaderValue {
+    use std::io::Write;
+    let mut buf = [0u8; 17]; // "FFFFFFFF/FFFFFFFF"
+    let mut w = &mut buf[..];
+    let _ = write!(w, "{}", wal::Lsn(lsn));
+    let n = 17 - w.len();
+    // Hex digits and '/' are valid header bytes.
+    HeaderValue::from_bytes(&buf[..n]).unwrap_or(HeaderValue::from_static("0/0"))
+}
+
+fn with_lsn<B>(shared: &Shared, mut r: axum::http::Response<B>) -> axum::http::Response<B> {
+    r.headers_mut()
+        .insert(WALSHIP_LSN, lsn_header(shared.applied_lsn()));
     r
 }
 
@@ -117,7 +300,7 @@ fn authorized(shared: &Shared, headers: &HeaderMap) -> bool {
         return true;
     };
     let presented = headers
-        .get("authorization")
+        .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
@@ -174,8 +357,8 @@ struct AckQuery {
 }
 
 #[allow(clippy::result_large_err)] // an early-return HTTP answer
-fn parse_ack(q: &AckQuery) -> Result<Option<shipper::AckLevel>, Response> {
-    match q.ack.as_deref() {
+fn parse_ack(ack: Option<&str>) -> Result<Option<shipper::AckLevel>, Response> {
+    match ack {
         None | Some("") | Some("default") => Ok(None),
         Some(s) => s
             .parse::<shipper::AckLevel>()
@@ -184,73 +367,92 @@ fn parse_ack(q: &AckQuery) -> Result<Option<shipper::AckLevel>, Response> {
     }
 }
 
+/// True while this node holds the leader role (no clone of the role).
+fn is_leader(shared: &Shared) -> bool {
+    shared.role_tx.borrow().role == Role::Leader
+}
+
+/// Append a write and wait for its acknowledgement. `Err` is the error answer
+/// (with `Walship-Lsn`); the caller builds the 200 with [`written`].
 async fn do_write(
     shared: &Arc<Shared>,
     uri: &Uri,
     op: &'static str,
     kind: u8,
-    payload: Vec<u8>,
+    payload: &[u8],
     ack: Option<shipper::AckLevel>,
-) -> Response {
+) -> Result<Written, Response> {
     if let Some(cause) = shared.wal_failure() {
-        shared
-            .metrics
-            .client_requests_total
-            .with_label_values(&[op, "wal_failed"])
-            .inc();
+        shared.metrics.client_request(op, "wal_failed");
         let e = WriteError::WalFailed { cause };
-        return with_lsn(
+        return Err(with_lsn(
             shared,
             error(StatusCode::SERVICE_UNAVAILABLE, "wal_failed", e.to_string()),
-        );
+        ));
     }
-    if shared.role().role != Role::Leader {
-        shared
-            .metrics
-            .client_requests_total
-            .with_label_values(&[op, "not_leader"])
-            .inc();
-        return with_lsn(shared, redirect_to_leader(shared, uri));
+    if !is_leader(shared) {
+        shared.metrics.client_request(op, "not_leader");
+        return Err(with_lsn(shared, redirect_to_leader(shared, uri)));
     }
-    let r = shared.write(kind, &payload, ack).await;
+    let r = shared.write(kind, payload, ack).await;
     let outcome = match &r {
         Ok(_) => "ok",
         Err(e) => e.code().as_str(),
     };
-    shared
-        .metrics
-        .client_requests_total
-        .with_label_values(&[op, outcome])
-        .inc();
-    let resp = match r {
-        Ok(w) => (
-            StatusCode::OK,
-            Json(json!({"lsn": w.lsn.to_string(), "term": w.term})),
-        )
-            .into_response(),
-        Err(WriteError::NotLeader { .. }) => redirect_to_leader(shared, uri),
-        Err(e @ WriteError::NotAccepting) => error(
+    shared.metrics.client_request(op, outcome);
+    let e = match r {
+        Ok(w) => return Ok(w),
+        Err(e) => e,
+    };
+    let resp = match e {
+        WriteError::NotLeader { .. } => redirect_to_leader(shared, uri),
+        e @ WriteError::NotAccepting => error(
             StatusCode::SERVICE_UNAVAILABLE,
             e.code().as_str(),
             e.to_string(),
         ),
-        Err(e @ (WriteError::AckTimeout { .. } | WriteError::OutcomeUnknown { .. })) => {
+        e @ (WriteError::AckTimeout { .. } | WriteError::OutcomeUnknown { .. }) => {
             error(StatusCode::GATEWAY_TIMEOUT, "ack_timeout", e.to_string())
         }
-        Err(e @ WriteError::BadRequest(_)) => {
+        e @ WriteError::BadRequest(_) => {
             error(StatusCode::BAD_REQUEST, "bad_request", e.to_string())
         }
-        Err(e @ WriteError::WalFailed { .. }) => {
+        e @ WriteError::WalFailed { .. } => {
             error(StatusCode::SERVICE_UNAVAILABLE, "wal_failed", e.to_string())
         }
-        Err(e @ WriteError::NoSpace(_)) => {
+        e @ WriteError::NoSpace(_) => {
             error(StatusCode::INSUFFICIENT_STORAGE, "no_space", e.to_string())
         }
-        Err(e @ WriteError::Wal(_)) => {
+        e @ WriteError::Wal(_) => {
             error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
         }
     };
-    with_lsn(shared, resp)
+    Err(with_lsn(shared, resp))
+}
+
+/// The 200 of an acknowledged write: `{"lsn":"X/X","term":N}` (the bytes
+/// `Json(json!({"lsn", "term"}))` gave: sorted keys, no spaces), content type
+/// JSON, `Walship-Lsn`.
+fn written(shared: &Shared, w: &Written) -> axum::http::Response<Full<Bytes>> {
+    let mut r = axum::http::Response::new(Full::new(Bytes::from(written_body(w))));
+    let h = r.headers_mut();
+    h.reserve(2);
+    h.insert(CONTENT_TYPE, APPLICATION_JSON);
+    h.insert(WALSHIP_LSN, lsn_header(shared.applied_lsn()));
+    r
+}
+
+/// `{"lsn":"X/X","term":N}`.
+fn written_body(w: &Written) -> String {
+    format!("{{\"lsn\":\"{}\",\"term\":{}}}", w.lsn, w.term)
+}
+
+/// A write's answer through the router.
+fn write_answer(shared: &Shared, r: Result<Written, Response>) -> Response {
+    match r {
+        Ok(w) => written(shared, &w).map(axum::body::Body::new),
+        Err(r) => r,
+    }
 }
 
 /// `limits.max_key_bytes` / `max_value_bytes` (node/limits.rs): 413 `too_large`
@@ -268,11 +470,7 @@ fn check_limits(
         .map_or(Ok(()), |k| limits::check_key(l, k.as_bytes()))
         .and_then(|()| value.map_or(Ok(()), |v| limits::check_value(l, v)));
     r.map_err(|(code, message)| {
-        shared
-            .metrics
-            .client_requests_total
-            .with_label_values(&[op, code.as_str()])
-            .inc();
+        shared.metrics.client_request(op, code.as_str());
         let status = if code == proto::ErrorCode::TooLarge {
             StatusCode::PAYLOAD_TOO_LARGE
         } else {
@@ -296,20 +494,21 @@ async fn kv_put(
     if let Err(r) = check_limits(&shared, "put", Some(&key), Some(&body)) {
         return r;
     }
-    let ack = match parse_ack(&q) {
+    let ack = match parse_ack(q.ack.as_deref()) {
         Ok(a) => a,
         Err(r) => return r,
     };
     let payload = receiver::state::encode_put(key.as_bytes(), &body);
-    do_write(
+    let r = do_write(
         &shared,
         &uri,
         "put",
         receiver::state::KIND_PUT,
-        payload,
+        &payload,
         ack,
     )
-    .await
+    .await;
+    write_answer(&shared, r)
 }
 
 async fn kv_delete(
@@ -325,19 +524,20 @@ async fn kv_delete(
     if let Err(r) = check_limits(&shared, "delete", Some(&key), None) {
         return r;
     }
-    let ack = match parse_ack(&q) {
+    let ack = match parse_ack(q.ack.as_deref()) {
         Ok(a) => a,
         Err(r) => return r,
     };
-    do_write(
+    let r = do_write(
         &shared,
         &uri,
         "delete",
         receiver::state::KIND_DELETE,
-        key.into_bytes(),
+        key.as_bytes(),
         ack,
     )
-    .await
+    .await;
+    write_answer(&shared, r)
 }
 
 async fn log_append(
@@ -353,19 +553,20 @@ async fn log_append(
     if let Err(r) = check_limits(&shared, "append", None, Some(&body)) {
         return r;
     }
-    let ack = match parse_ack(&q) {
+    let ack = match parse_ack(q.ack.as_deref()) {
         Ok(a) => a,
         Err(r) => return r,
     };
-    do_write(
+    let r = do_write(
         &shared,
         &uri,
         "append",
         receiver::state::KIND_LOG,
-        body.to_vec(),
+        &body,
         ack,
     )
-    .await
+    .await;
+    write_answer(&shared, r)
 }
 
 #[derive(Deserialize)]
@@ -384,11 +585,7 @@ async fn kv_get(
         return unauthorized();
     }
     if let Err(msg) = shared.rebuild.check_readable() {
-        shared
-            .metrics
-            .client_requests_total
-            .with_label_values(&["get", "rebuilding"])
-            .inc();
+        shared.metrics.client_request("get", "rebuilding");
         return with_lsn(
             &shared,
             error(StatusCode::SERVICE_UNAVAILABLE, "rebuilding", msg),
@@ -416,11 +613,7 @@ async fn kv_get(
     };
     if min_lsn > shared.applied_lsn() {
         if let Err(applied) = shared.wait_applied(min_lsn, wait).await {
-            shared
-                .metrics
-                .client_requests_total
-                .with_label_values(&["get", "wait_timeout"])
-                .inc();
+            shared.metrics.client_request("get", "wait_timeout");
             return with_lsn(
                 &shared,
                 error(
@@ -438,19 +631,11 @@ async fn kv_get(
     let value = shared.kv.read().get(key.as_bytes());
     let resp = match value {
         Some(v) => {
-            shared
-                .metrics
-                .client_requests_total
-                .with_label_values(&["get", "ok"])
-                .inc();
+            shared.metrics.client_request("get", "ok");
             (StatusCode::OK, v).into_response()
         }
         None => {
-            shared
-                .metrics
-                .client_requests_total
-                .with_label_values(&["get", "not_found"])
-                .inc();
+            shared.metrics.client_request("get", "not_found");
             error(
                 StatusCode::NOT_FOUND,
                 "not_found",
@@ -813,4 +998,77 @@ async fn admin_checkpoint(State(shared): S, headers: HeaderMap) -> Response {
 /// Send an admin command to the failover driver (used by [`crate::admin`]).
 pub async fn send_admin(shared: &Shared, cmd: failover::AdminCommand) -> Result<(), String> {
     admin_command(shared, cmd).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(method: &str, uri: &str, headers: &[(&str, &str)]) -> hyper::Request<()> {
+        let mut b = hyper::Request::builder().method(method).uri(uri);
+        for (n, v) in headers {
+            b = b.header(*n, *v);
+        }
+        b.body(()).expect("request")
+    }
+
+    #[test]
+    fn fast_path_takes_only_the_plain_write_forms() {
+        let cl = [("content-length", "2")];
+        let op = |m: &str, u: &str, h: &[(&str, &str)]| fast_write_op(&req(m, u, h), 100);
+        assert_eq!(op("PUT", "/v1/kv/a-b.c_D~1", &cl), Some(FastOp::Put));
+        assert_eq!(
+            op("PUT", "/v1/kv/k?ack=remote_flush", &cl),
+            Some(FastOp::Put)
+        );
+        assert_eq!(op("PUT", "/v1/kv/k?ack=bogus", &cl), Some(FastOp::Put));
+        assert_eq!(op("PUT", "/v1/kv/k?", &cl), Some(FastOp::Put));
+        assert_eq!(op("PUT", "/v1/kv/k", &[]), Some(FastOp::Put));
+        assert_eq!(
+            op("DELETE", "/v1/kv/k?ack=local", &[]),
+            Some(FastOp::Delete)
+        );
+        assert_eq!(
+            op("DELETE", "/v1/kv/k", &[("content-length", "0")]),
+            Some(FastOp::Delete)
+        );
+        assert_eq!(op("POST", "/v1/log", &cl), Some(FastOp::Append));
+        assert_eq!(op("POST", "/v1/log?ack=local", &cl), Some(FastOp::Append));
+        // Everything else is the router's.
+        for (m, u, h) in [
+            ("PUT", "/v1/kv/a%62", &cl[..]),             // percent-decoding
+            ("PUT", "/v1/kv/", &cl),                     // no key: 404
+            ("PUT", "/v1/kv/a/b", &cl),                  // two segments: 404
+            ("PUT", "/v1/kv/k?ack=local&x=1", &cl),      // other query forms
+            ("PUT", "/v1/kv/k?ack=remote%5Fflush", &cl), // encoded value
+            ("PUT", "/v1/kv/k?x=1", &cl),
+            ("PUT", "/v1/kv/k", &[("content-length", "101")]), // over the body limit: 413
+            ("PUT", "/v1/kv/k", &[("content-length", "x")]),
+            ("PUT", "/v1/kv/k", &[("transfer-encoding", "chunked")]),
+            ("DELETE", "/v1/kv/k", &cl), // a DELETE body is never read
+            ("GET", "/v1/kv/k", &[]),
+            ("POST", "/v1/kv/k", &cl),
+            ("POST", "/v1/log/x", &cl),
+            ("PUT", "/v1/log", &cl),
+            ("GET", "/status", &[]),
+        ] {
+            assert_eq!(op(m, u, h), None, "{m} {u} {h:?}");
+        }
+    }
+
+    #[test]
+    fn lsn_header_and_written_body_are_interface_md_bytes() {
+        assert_eq!(lsn_header(0), "0/0");
+        assert_eq!(lsn_header(0x16B3748), "0/16B3748");
+        assert_eq!(lsn_header(u64::MAX), "FFFFFFFF/FFFFFFFF");
+        let w = Written {
+            lsn: wal::Lsn((3 << 32) | 0x1A2B),
+            term: 7,
+        };
+        let body = written_body(&w);
+        let reference = serde_json::to_string(&json!({"lsn": w.lsn.to_string(), "term": w.term}))
+            .expect("json");
+        assert_eq!(body, reference);
+        assert_eq!(body, r#"{"lsn":"3/1A2B","term":7}"#);
+    }
 }

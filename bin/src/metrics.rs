@@ -2,6 +2,8 @@
 //! conventions: base units, `_total` counters, `_seconds`, `_bytes`.
 //! The full list with meanings is in docs/metrics.md.
 
+use std::sync::OnceLock;
+
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -104,6 +106,33 @@ pub struct Metrics {
     /// Writes (and term-start records) refused because the disk was full when the
     /// WAL needed a new segment (`no_space`); they succeed again once space returns.
     pub wal_no_space_errors_total: IntCounter,
+    /// Resolved handles of the per-request series (see [`Metrics::client_request`]).
+    hot: HotHandles,
+}
+
+/// Operations whose `walship_client_requests_total{op, outcome="ok"}` handle is
+/// cached (every client operation of the binary protocol and the HTTP API).
+const HOT_OPS: [&str; 7] = [
+    "put",
+    "delete",
+    "append",
+    "get",
+    "put_batch",
+    "append_batch",
+    "status",
+];
+
+/// Handles of the series every write touches, resolved on first use and kept:
+/// `with_label_values` hashes the labels (SipHash) and takes the vector's lock
+/// on every call, which the write paths paid twice per write. A handle shares
+/// its counter with the vector, so `/metrics` shows the same series as before
+/// (one appears when first used, as with `with_label_values`).
+#[derive(Default)]
+struct HotHandles {
+    /// `client_requests_total{op = HOT_OPS[i], outcome = "ok"}`.
+    requests_ok: [OnceLock<IntCounter>; HOT_OPS.len()],
+    /// `ack_wait_seconds{ack}` per `AckLevel::ALL` index.
+    ack_wait: [OnceLock<Histogram>; 4],
 }
 
 fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -327,6 +356,7 @@ impl Metrics {
                 "walship_wal_no_space_errors_total",
                 "Writes refused because the disk was full when the WAL needed a new segment",
             ),
+            hot: HotHandles::default(),
             registry,
         };
         // Pre-create the outcomes alerts watch, so that the first one counts
@@ -395,6 +425,36 @@ impl Metrics {
         m
     }
 
+    /// Count one client request of operation `op` with `outcome` ("ok" or an
+    /// error code) in `walship_client_requests_total`. The "ok" series of the
+    /// client operations are resolved once and cached (no label hashing on the
+    /// write path); other outcomes are rare and resolved per call.
+    pub fn client_request(&self, op: &str, outcome: &str) {
+        if outcome == "ok" {
+            if let Some(i) = HOT_OPS.iter().position(|o| *o == op) {
+                self.hot.requests_ok[i]
+                    .get_or_init(|| self.client_requests_total.with_label_values(&[op, "ok"]))
+                    .inc();
+                return;
+            }
+        }
+        self.client_requests_total
+            .with_label_values(&[op, outcome])
+            .inc();
+    }
+
+    /// The `walship_ack_wait_seconds{ack = level}` histogram, resolved once.
+    pub fn ack_wait(&self, level: shipper::AckLevel) -> &Histogram {
+        let i = shipper::AckLevel::ALL
+            .iter()
+            .position(|l| *l == level)
+            .unwrap_or(0);
+        self.hot.ack_wait[i].get_or_init(|| {
+            self.ack_wait_seconds
+                .with_label_values(&[shipper::AckLevel::ALL[i].as_str()])
+        })
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
@@ -409,5 +469,44 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_handles_count_in_the_labelled_series() {
+        let m = Metrics::new();
+        m.client_request("put", "ok");
+        m.client_request("put", "ok");
+        m.client_request("put_batch", "ok");
+        m.client_request("put", "ack_timeout");
+        m.client_request("other_op", "ok");
+        let c = |op: &str, outcome: &str| {
+            m.client_requests_total
+                .with_label_values(&[op, outcome])
+                .get()
+        };
+        assert_eq!(c("put", "ok"), 2);
+        assert_eq!(c("put_batch", "ok"), 1);
+        assert_eq!(c("put", "ack_timeout"), 1);
+        assert_eq!(c("other_op", "ok"), 1);
+        for level in shipper::AckLevel::ALL {
+            m.ack_wait(level).observe(0.001);
+            m.ack_wait(level).observe(0.002);
+            let h = m.ack_wait_seconds.with_label_values(&[level.as_str()]);
+            assert_eq!(h.get_sample_count(), 2, "{level}");
+        }
+        let text = m.render();
+        assert!(
+            text.contains("walship_client_requests_total{op=\"put\",outcome=\"ok\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("walship_ack_wait_seconds_count{ack=\"remote_flush\"} 2"),
+            "{text}"
+        );
     }
 }

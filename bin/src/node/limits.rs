@@ -25,7 +25,6 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use proto::ErrorCode;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -332,14 +331,14 @@ async fn serve_http_connection(
         drop(slot);
         return;
     };
-    // The peer address for handlers and the 401 refusal log (http.rs), set on
-    // each request (no per-connection router layer).
-    let inner = TowerToHyperService::new(app);
-    let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        req.extensions_mut()
-            .insert(axum::extract::ConnectInfo(peer));
-        hyper::service::Service::call(&inner, req)
-    });
+    // Writes in their common form are answered by http.rs's fast path, the
+    // rest by the router (with the peer address set on each request).
+    let svc = {
+        let shared = shared.clone();
+        hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            crate::http::serve_request(shared.clone(), app.clone(), peer, req)
+        })
+    };
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())

@@ -618,11 +618,7 @@ pub async fn handle_client_op(shared: &Shared, op: ClientOp) -> ClientResult {
         ClientResult::Error { code, .. } => code.as_str(),
         _ => "ok",
     };
-    shared
-        .metrics
-        .client_requests_total
-        .with_label_values(&[opname, outcome])
-        .inc();
+    shared.metrics.client_request(opname, outcome);
     result
 }
 

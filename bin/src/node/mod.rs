@@ -554,8 +554,7 @@ impl Shared {
         };
         if result.is_ok() {
             self.metrics
-                .ack_wait_seconds
-                .with_label_values(&[level.as_str()])
+                .ack_wait(level)
                 .observe(started.elapsed().as_secs_f64());
         }
         result
