@@ -35,6 +35,8 @@ use serde_json::Value;
 
 use crate::client::{Client, ClientError};
 
+mod http_load;
+
 /// PostgreSQL 15 anchor (shared/anchors/README.md): `ANY 1 (s1, s2)`,
 /// `synchronous_commit = on`, 32 clients, 100-byte INSERTs.
 const PG_ANY1_TPS: f64 = 6_190.0;
@@ -1014,15 +1016,13 @@ impl Window {
 
 enum Writer {
     Binary(Client),
-    Http {
-        client: reqwest::Client,
-        base: String,
-    },
+    /// One keep-alive connection, owned by one client.
+    Http(Box<http_load::HttpWriter>),
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn client_loop(
-    writer: Writer,
+    mut writer: Writer,
     ack: AckLevel,
     batch: usize,
     value: Bytes,
@@ -1049,7 +1049,7 @@ async fn client_loop(
         }
         let key = format!("{prefix}-{seq}");
         seq += 1;
-        let r: Result<(), (String, bool)> = match &writer {
+        let r: Result<(), (String, bool)> = match &mut writer {
             Writer::Binary(c) if batch > 1 => {
                 let entries: Vec<(Bytes, Bytes)> = (0..batch)
                     .map(|j| (Bytes::from(format!("{key}.{j}")), value.clone()))
@@ -1065,28 +1065,10 @@ async fn client_loop(
                 Err(e @ ClientError::Connection(_)) => Err((e.to_string(), true)),
                 Err(e) => Err((e.to_string(), false)),
             },
-            Writer::Http { client, base } => {
-                match client
-                    .put(format!("{base}/v1/kv/{key}{ack_q}"))
-                    .body(value.clone())
-                    .send()
-                    .await
-                {
-                    Ok(resp) if resp.status().is_success() => {
-                        // Read the body so the connection is reused.
-                        match resp.bytes().await {
-                            Ok(_) => Ok(()),
-                            Err(e) => Err((e.to_string(), false)),
-                        }
-                    }
-                    Ok(resp) => {
-                        let st = resp.status();
-                        let body = resp.text().await.unwrap_or_default();
-                        Err((format!("HTTP {st}: {}", body.trim()), false))
-                    }
-                    Err(e) => Err((e.to_string(), false)),
-                }
-            }
+            Writer::Http(h) => h
+                .put(&format!("/v1/kv/{key}{ack_q}"), value.clone())
+                .await
+                .map_err(|f| (f.message, false)),
         };
         let end = Instant::now();
         live.fetch_add(1, Ordering::Relaxed);
@@ -1139,29 +1121,14 @@ async fn run_one(
                 let c = Client::connect(target.bin_addr, &target.cluster_id, token)
                     .await
                     .map_err(|e| BenchError::Target(format!("{}: {e}", target.bin_addr)))?;
-                conns.push(Writer::Binary(c));
+                conns.push(Some(Writer::Binary(c)));
             }
             Protocol::Http => {
-                let mut headers = reqwest::header::HeaderMap::new();
-                if !token.is_empty() {
-                    if let Ok(v) =
-                        reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
-                    {
-                        headers.insert(reqwest::header::AUTHORIZATION, v);
-                    }
-                }
-                // One client (so one keep-alive connection) per closed-loop client.
-                let c = reqwest::Client::builder()
-                    .default_headers(headers)
-                    .tcp_nodelay(true)
-                    .pool_max_idle_per_host(1)
-                    .timeout(Duration::from_secs(30))
-                    .build()
-                    .map_err(|e| BenchError::Target(format!("HTTP client: {e}")))?;
-                conns.push(Writer::Http {
-                    client: c,
-                    base: target.http.clone(),
-                });
+                // One keep-alive connection per closed-loop client.
+                let h = http_load::HttpWriter::connect(&target.http, token)
+                    .await
+                    .map_err(|e| BenchError::Target(format!("{}: {e}", target.http)))?;
+                conns.push(Some(Writer::Http(Box::new(h))));
             }
         }
     }
@@ -1175,11 +1142,13 @@ async fn run_one(
     let live = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::with_capacity(spec.clients);
     for i in 0..spec.clients {
-        let writer = match &conns[i % connections] {
-            Writer::Binary(c) => Writer::Binary(c.clone()),
-            Writer::Http { client, base } => Writer::Http {
-                client: client.clone(),
-                base: base.clone(),
+        // Binary connections are shared (pipelining); an HTTP one is owned by
+        // its client (there are as many as clients).
+        let writer = match &mut conns[i % connections] {
+            Some(Writer::Binary(c)) => Writer::Binary(c.clone()),
+            slot => match slot.take() {
+                Some(w) => w,
+                None => continue,
             },
         };
         tasks.push(tokio::spawn(client_loop(

@@ -1,0 +1,94 @@
+//! `walship bench --protocol http` against a running cluster with a token: its
+//! keep-alive HTTP clients write (every write counted by the leader), and an
+//! answer other than 2xx (here 401 for a wrong token) is an error, never a
+//! write.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{Cluster, Opts};
+use walship::config::Config;
+
+const TOKEN: &str = "bench-http-test-token";
+
+fn tweak(_i: usize, cfg: &mut Config) {
+    cfg.security.token = Some(TOKEN.to_string());
+}
+
+/// Run `walship bench` against `endpoint`; returns (exit code, the run's JSON).
+async fn bench(endpoint: String, token_file: &Path, json: &Path) -> (i32, serde_json::Value) {
+    let exe = env!("CARGO_BIN_EXE_walship");
+    let mut cmd = Command::new(exe);
+    cmd.args(["bench", "--endpoint", &endpoint, "--protocol", "http"])
+        .args(["--clients", "4", "--duration", "1s", "--warmup", "200ms"])
+        .args(["--ack", "remote_flush", "--quiet", "--json"])
+        .arg(json)
+        .arg("--token-file")
+        .arg(token_file);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("join")
+        .expect("run walship bench");
+    let code = out.status.code().unwrap_or(-1);
+    let text = std::fs::read_to_string(json).unwrap_or_else(|e| {
+        panic!(
+            "bench wrote no JSON ({e}); exit {code}\nstdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let v: serde_json::Value = serde_json::from_str(&text).expect("bench JSON");
+    (code, v["runs"][0].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn http_bench_writes_with_the_token_and_counts_refusals_as_errors() {
+    let mut opts = Opts::new(3, "quorum");
+    opts.tweak = Some(tweak);
+    let c = Cluster::start(opts).await;
+    let l = c.wait_leader().await;
+    c.wait_streaming(l).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = dir.path().join("good");
+    let bad = dir.path().join("bad");
+    std::fs::write(&good, TOKEN).expect("token file");
+    std::fs::write(&bad, "not-the-token").expect("token file");
+    let put_ok = || {
+        c.shared(l)
+            .metrics
+            .client_requests_total
+            .with_label_values(&["put", "ok"])
+            .get()
+    };
+
+    // Through a follower's endpoint: the bench finds the leader and writes there.
+    let f = (l + 1) % 3;
+    let before = put_ok();
+    let (code, run) = bench(c.url(f), &good, &dir.path().join("a.json")).await;
+    assert_eq!(code, 0, "{run}");
+    assert_eq!(run["protocol"], "http", "{run}");
+    assert_eq!(run["errors"], 0, "{run}");
+    let writes = run["writes"].as_u64().expect("writes");
+    assert!(writes > 0, "{run}");
+    assert!(
+        put_ok() - before >= writes,
+        "every write the bench counted was acknowledged by the leader: {} < {writes}",
+        put_ok() - before
+    );
+
+    // A wrong token: every PUT is answered 401, an error, and nothing is written.
+    let before = put_ok();
+    let (code, run) = bench(c.url(l), &bad, &dir.path().join("b.json")).await;
+    assert_eq!(code, 1, "a run that wrote nothing fails: {run}");
+    assert_eq!(run["writes"], 0, "{run}");
+    assert!(run["errors"].as_u64().unwrap_or(0) > 0, "{run}");
+    let first = run["first_error"].as_str().unwrap_or_default();
+    assert!(
+        first.contains("401") && first.contains("unauthorized"),
+        "{first}"
+    );
+    assert_eq!(put_ok(), before, "no write went through");
+    c.shutdown().await;
+}
