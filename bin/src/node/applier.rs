@@ -70,9 +70,14 @@ pub async fn run(shared: Arc<Shared>) {
                 Err(_) => return,
             }
         }
+        // A flush advance can raise the limit only while the flush LSN is
+        // below the commit LSN (a follower behind the commit it heard of);
+        // otherwise only a commit advance can, so a flush (one per write on
+        // a follower, always the case on a leader) does not wake the applier.
+        let flush_limits = *flush_rx.borrow() < *commit_rx.borrow();
         tokio::select! {
             r = commit_rx.changed() => if r.is_err() { return },
-            r = flush_rx.changed() => if r.is_err() { return },
+            r = flush_rx.changed(), if flush_limits => if r.is_err() { return },
             _ = shutdown.changed() => return,
         }
     }
