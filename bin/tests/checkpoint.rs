@@ -472,3 +472,34 @@ async fn checkpoint_cli_command() {
     assert_eq!(code, 1, "{err}");
     c.shutdown().await;
 }
+
+/// `checkpoint.max_wal` of applied WAL makes every node checkpoint (the applier
+/// signals the checkpointer; the 5 min interval and retention play no part: the
+/// 1 GiB `min_retained` asks for none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn max_wal_applied_makes_every_node_checkpoint() {
+    let c = Cluster::start(Opts {
+        checkpoint_interval: "5min",
+        checkpoint_max_wal: "256KiB",
+        ..Opts::new(3, "quorum")
+    })
+    .await;
+    let l = c.wait_leader().await;
+    c.wait_streaming(l).await;
+    let before: Vec<u64> = (0..3)
+        .map(|i| c.shared(i).ckpt.last_lsn().unwrap_or(0))
+        .collect();
+    // About 400 KiB: past max_wal on every node.
+    let end = write_keys(&c, l, "m", 100, 4000).await;
+    for (i, b) in before.into_iter().enumerate() {
+        wait_applied(&c, i, end).await;
+        let s = c.shared(i).clone();
+        wait_for(
+            &format!("{} checkpoints after max_wal applied", c.ids[i]),
+            WAIT,
+            || s.ckpt.last_lsn().unwrap_or(0) > b.max(256 << 10),
+        )
+        .await;
+    }
+    c.shutdown().await;
+}

@@ -163,5 +163,11 @@ fn apply_batch(shared: &Shared, limit: u64) -> Result<usize, ApplyError> {
             false
         }
     });
+    // checkpoint.max_wal applied since the last checkpoint: tell the
+    // checkpointer (it is not woken by every apply).
+    let base = shared.ckpt.last_lsn().unwrap_or(0);
+    if applied.saturating_sub(base) >= shared.cfg.checkpoint.max_wal.max(1) {
+        shared.ckpt.max_wal_reached.notify_one();
+    }
     Ok(n)
 }

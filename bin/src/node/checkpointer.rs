@@ -67,6 +67,9 @@ pub struct CheckpointState {
     pub wanted: Notify,
     /// Wake the retention task (a checkpoint was written).
     pub retention_wake: Notify,
+    /// Set by the applier when `checkpoint.max_wal` of WAL is applied since the
+    /// last checkpoint (the checkpointer re-checks; a stale permit does nothing).
+    pub max_wal_reached: Notify,
     /// Start-up replay figures.
     pub startup: StartupReplay,
     /// Members cut loose by retention (leader side), by id.
@@ -85,6 +88,7 @@ impl CheckpointState {
             write_lock: Mutex::new(()),
             wanted: Notify::new(),
             retention_wake: Notify::new(),
+            max_wal_reached: Notify::new(),
             startup,
             cut_loose: Mutex::new(BTreeMap::new()),
             gap_logged: AtomicU64::new(u64::MAX),
@@ -251,33 +255,39 @@ fn take_blocking(shared: &Shared, reason: &'static str) -> Result<Option<Checkpo
 /// taken by `NodeHandle::shutdown`).
 pub async fn run(shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.clone();
-    let mut applied_rx = shared.applied_tx.subscribe();
     let interval = shared
         .cfg
         .checkpoint
         .interval
         .max(Duration::from_millis(10));
     let max_wal = shared.cfg.checkpoint.max_wal.max(1);
-    let mut next = tokio::time::Instant::now() + interval;
+    let over_max_wal = || {
+        let base = shared.ckpt.last_lsn().unwrap_or(0);
+        shared.applied_lsn().saturating_sub(base) >= max_wal
+    };
+    // Applied before this task started (start-up replay): the applier only
+    // signals what it applies from now on.
+    if over_max_wal() {
+        shared.ckpt.max_wal_reached.notify_one();
+    }
+    // One timer for the whole run, re-armed after each checkpoint (not a new
+    // timer entry per wake-up).
+    let timer = tokio::time::sleep(interval);
+    tokio::pin!(timer);
     loop {
         let reason = tokio::select! {
             _ = shutdown.changed() => return,
-            _ = tokio::time::sleep_until(next) => "interval",
+            _ = &mut timer => "interval",
             _ = shared.ckpt.wanted.notified() => "retention",
-            r = applied_rx.changed() => {
-                if r.is_err() {
-                    return;
-                }
-                let applied = *applied_rx.borrow_and_update();
-                let base = shared.ckpt.last_lsn().unwrap_or(0);
-                if applied.saturating_sub(base) < max_wal {
+            _ = shared.ckpt.max_wal_reached.notified() => {
+                if !over_max_wal() {
                     continue;
                 }
                 "max_wal"
             }
         };
         let _ = checkpoint_now(&shared, reason).await;
-        next = tokio::time::Instant::now() + interval;
+        timer.as_mut().reset(tokio::time::Instant::now() + interval);
         if *shutdown.borrow() {
             return;
         }
