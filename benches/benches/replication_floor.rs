@@ -5,15 +5,16 @@
 //! bytes over two loopback TCP connections; two follower threads each read their
 //! stream and write it into their own log file. Every log is a fallocated file
 //! (like walship's segments) written sequentially, either through a shared memory
-//! map (`REPL_FLOOR_IO=mmap`, walship's way) or with `write()` (`REPL_FLOOR_IO=write`,
-//! PostgreSQL's way), and each node calls `fdatasync` every 1 MiB it has written
+//! map (`REPL_FLOOR_IO=mmap`; `mmap-touch` adds walship's touch-ahead, a thread
+//! faulting pages in with `MADV_POPULATE_WRITE` 4 MiB ahead of the writer) or with
+//! `write()` (`REPL_FLOOR_IO=write`, PostgreSQL's way), and each node calls `fdatasync` every 1 MiB it has written
 //! (group commit of ~256 records). No CRC, no framing, no state machine, no
 //! acknowledgements: a strict upper bound for walship's
 //! `--mode async --value-size 4KiB` replicated MB/s (both followers together, as
 //! `walship bench` counts it).
 //!
 //! `cargo bench -p walship-benches --bench replication_floor` (env: `REPL_FLOOR_MIB`
-//! per node, default 1024; `REPL_FLOOR_IO` = `mmap` (default) or `write`;
+//! per node, default 1024; `REPL_FLOOR_IO` = `mmap` (default), `mmap-touch` or `write`;
 //! `REPL_FLOOR_DIR` for the files, default the temp dir).
 
 use std::fs::{File, OpenOptions};
@@ -25,6 +26,13 @@ use std::time::Instant;
 
 const RECORD: usize = 4096;
 const SYNC_EVERY: usize = 1 << 20;
+const TOUCH_AHEAD: usize = 4 << 20;
+
+/// Touch-ahead state shared with a toucher thread (walship's `toucher.rs`, reduced).
+struct Touch {
+    want: std::sync::atomic::AtomicUsize,
+    stop: std::sync::atomic::AtomicBool,
+}
 
 /// One node's log: a fallocated file written sequentially.
 enum Log {
@@ -33,6 +41,9 @@ enum Log {
         map: memmap2::MmapMut,
         pos: usize,
         synced: usize,
+        /// With touch-ahead: how far the toucher thread has populated, and the
+        /// position it may populate up to (4 MiB ahead of `pos`).
+        touch: Option<std::sync::Arc<Touch>>,
     },
     Written {
         file: File,
@@ -42,7 +53,7 @@ enum Log {
 }
 
 impl Log {
-    fn create(path: &Path, size: usize, mmap: bool) -> Log {
+    fn create(path: &Path, size: usize, mmap: bool, touch: bool) -> Log {
         let file = OpenOptions::new()
             .create(true)
             .read(true)
@@ -55,12 +66,42 @@ impl Log {
         assert_eq!(r, 0, "fallocate {}", path.display());
         if mmap {
             // SAFETY: the file is ours alone and outlives the map (kept beside it).
-            let map = unsafe { memmap2::MmapMut::map_mut(&file) }.expect("mmap");
+            let mut map = unsafe { memmap2::MmapMut::map_mut(&file) }.expect("mmap");
+            let touch = touch.then(|| {
+                let t = std::sync::Arc::new(Touch {
+                    want: TOUCH_AHEAD.into(),
+                    stop: false.into(),
+                });
+                let (t2, base, len) = (t.clone(), map.as_mut_ptr() as usize, map.len());
+                std::thread::spawn(move || {
+                    use std::sync::atomic::Ordering::*;
+                    let mut done = 0usize;
+                    while !t2.stop.load(Relaxed) && done < len {
+                        let want = t2.want.load(Acquire).min(len);
+                        if want <= done {
+                            std::thread::sleep(std::time::Duration::from_micros(200));
+                            continue;
+                        }
+                        // SAFETY: a range inside our live mapping (the log outlives
+                        // the thread: `stop` is set before the map is dropped).
+                        unsafe {
+                            libc::madvise(
+                                (base + done) as *mut libc::c_void,
+                                want - done,
+                                libc::MADV_POPULATE_WRITE,
+                            );
+                        }
+                        done = want;
+                    }
+                });
+                t
+            });
             Log::Mapped {
                 file,
                 map,
                 pos: 0,
                 synced: 0,
+                touch,
             }
         } else {
             Log::Written {
@@ -78,8 +119,15 @@ impl Log {
                 map,
                 pos,
                 synced,
+                touch,
             } => {
                 map[*pos..*pos + bytes.len()].copy_from_slice(bytes);
+                if let Some(t) = touch {
+                    t.want.store(
+                        *pos + bytes.len() + TOUCH_AHEAD,
+                        std::sync::atomic::Ordering::Release,
+                    );
+                }
                 (&*file, pos, synced)
             }
             Log::Written { file, pos, synced } => {
@@ -95,6 +143,9 @@ impl Log {
     }
 
     fn finish(&mut self) {
+        if let Log::Mapped { touch: Some(t), .. } = self {
+            t.stop.store(true, std::sync::atomic::Ordering::Release);
+        }
         match self {
             Log::Mapped { file, .. } | Log::Written { file, .. } => {
                 file.sync_data().expect("fdatasync")
@@ -109,10 +160,11 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1024);
     let io = env("REPL_FLOOR_IO").unwrap_or_else(|| "mmap".into());
-    let mmap = match io.as_str() {
-        "mmap" => true,
-        "write" => false,
-        other => panic!("REPL_FLOOR_IO must be mmap or write, not {other:?}"),
+    let (mmap, touch) = match io.as_str() {
+        "mmap" => (true, false),
+        "mmap-touch" => (true, true),
+        "write" => (false, false),
+        other => panic!("REPL_FLOOR_IO must be mmap, mmap-touch or write, not {other:?}"),
     };
     let dir = match env("REPL_FLOOR_DIR") {
         Some(d) => tempfile::tempdir_in(d),
@@ -125,7 +177,7 @@ fn main() {
     let followers: Vec<_> = (0..2)
         .map(|i| {
             let path = dir.path().join(format!("follower{i}"));
-            let mut log = Log::create(&path, size, mmap);
+            let mut log = Log::create(&path, size, mmap, touch);
             std::thread::spawn(move || {
                 let mut s = TcpStream::connect(addr).expect("connect");
                 let mut buf = vec![0u8; 256 << 10];
@@ -146,7 +198,7 @@ fn main() {
     for s in &streams {
         s.set_nodelay(true).expect("nodelay");
     }
-    let mut log = Log::create(&dir.path().join("leader"), size, mmap);
+    let mut log = Log::create(&dir.path().join("leader"), size, mmap, touch);
     let record = vec![0x5au8; RECORD];
     let mut batch = Vec::with_capacity(64 * RECORD);
     let start = Instant::now();
