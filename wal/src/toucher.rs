@@ -119,6 +119,9 @@ pub(crate) struct TouchAhead {
     pub page: u64,
     /// Pages below this LSN have been made writable in the current pass.
     touched_upto: AtomicU64,
+    /// The last append was bulk (written with `pwrite`, see `Segment::pwrite`):
+    /// pages it will write need no touching, so the toucher rests.
+    bulk: AtomicBool,
     sleeping: AtomicBool,
     stop: AtomicBool,
     thread: OnceLock<std::thread::Thread>,
@@ -152,6 +155,7 @@ impl TouchAhead {
             window: window.div_ceil(page) * page,
             page,
             touched_upto: AtomicU64::new(0),
+            bulk: AtomicBool::new(false),
             sleeping: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             thread: OnceLock::new(),
@@ -199,10 +203,19 @@ impl TouchAhead {
     fn work(&self, w: u64, f: u64, touched: u64) -> (u64, u64) {
         let start = touched.max(self.first_page_after(w));
         let lead = self.window.min(w.saturating_sub(f) / 2);
-        if lead < MIN_LEAD {
+        if lead < MIN_LEAD || self.bulk.load(Ordering::Relaxed) {
             return (start, start);
         }
         (start, (w + lead).div_ceil(self.page) * self.page)
+    }
+
+    /// Records whether the last append was bulk (`pwrite`): while it is, nothing
+    /// is touched ahead (a page `pwrite` fills whole needs no fault and no
+    /// zero-fill; touching it first would only add both).
+    pub fn note_bulk(&self, bulk: bool) {
+        if self.bulk.load(Ordering::Relaxed) != bulk {
+            self.bulk.store(bulk, Ordering::Relaxed);
+        }
     }
 
     /// Restarts the pass at the write LSN (after `truncate_after`/`reset` lowered it).
@@ -368,5 +381,12 @@ mod tests {
         // Flushed up to w: nothing ahead is touched.
         let (s, e) = t.work(w, w, 0);
         assert!(e <= s);
+        // After a bulk append nothing is touched; after a small one again.
+        t.note_bulk(true);
+        let (s, e) = t.work(32 << 20, 0, 0);
+        assert!(e <= s);
+        t.note_bulk(false);
+        let (s, e) = t.work(32 << 20, 0, 0);
+        assert!(e > s);
     }
 }

@@ -130,6 +130,8 @@ pub(crate) struct Writer {
     alloc_failures: u64,
     /// When such a failure was last logged.
     alloc_warned: Option<std::time::Instant>,
+    /// Reused buffer in which a bulk batch is encoded before one `pwrite`.
+    scratch: Vec<u8>,
 }
 
 /// At most one ERROR line per this interval while segment preparation keeps failing.
@@ -207,6 +209,11 @@ pub struct Wal {
     /// The touch-ahead thread (None if off or it could not start); joined on drop.
     toucher: Option<JoinHandle<()>>,
 }
+
+/// Bulk copies of at least this many bytes go through `pwrite` rather than the
+/// map (see [`Segment::pwrite`]): on a VM, faulting in and zero-filling fresh
+/// pages of the map costs more than the copy itself.
+const PWRITE_MIN: usize = 16 << 10;
 
 fn seg_start(lsn: u64, size: u64) -> u64 {
     lsn & !(size - 1)
@@ -536,6 +543,79 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// Writes `records` (with their aligned sizes `totals`) from `pos` like repeated
+    /// [`Writer::put`] calls would, byte for byte, but encodes each run of records
+    /// that fits in the current segment into `scratch` and writes the run with one
+    /// `pwrite` (see [`Segment::pwrite`]). Runs are capped at 1 MiB.
+    fn put_bulk(
+        &mut self,
+        inner: &Inner,
+        term: Term,
+        records: &[(u8, &[u8])],
+        totals: &[u64],
+        out: &mut Vec<Appended>,
+    ) -> Result<(), WalError> {
+        const RUN_MAX: u64 = 1 << 20;
+        let mut i = 0;
+        while i < records.len() {
+            if !fits(totals[i], self.cur.end() - self.pos) {
+                self.pad(term)?;
+                self.rollover(inner)?;
+            }
+            let start = self.pos;
+            let mut end = start;
+            let mut j = i;
+            while j < records.len()
+                && fits(totals[j], self.cur.end() - end)
+                && (j == i || end - start + totals[j] <= RUN_MAX)
+            {
+                end += totals[j];
+                j += 1;
+            }
+            let mut buf = std::mem::take(&mut self.scratch);
+            buf.clear();
+            let mut lsn = start;
+            for (k, p) in &records[i..j] {
+                let mut hdr = [0u8; HEADER_LEN];
+                record::fill_header(&mut hdr, lsn, term, *k, p);
+                buf.extend_from_slice(&hdr);
+                buf.extend_from_slice(p);
+                let next = lsn + aligned_len(p.len());
+                buf.resize((next - start) as usize, 0);
+                out.push(Appended {
+                    lsn: Lsn(lsn),
+                    end: Lsn(next),
+                });
+                lsn = next;
+            }
+            debug_assert_eq!(lsn, end);
+            let off = start - self.cur.start;
+            let res = match fp::torn(fp::APPEND_PAYLOAD, &self.cur.path, buf.len()) {
+                Some(n) => {
+                    // SAFETY: writer mutex held; writing at/after write_lsn
+                    // (unpublished bytes), inside the segment (checked by `fits`).
+                    unsafe { self.cur.pwrite(off, &buf[..n]) }.and(Err(torn_error(
+                        fp::APPEND_PAYLOAD,
+                        &self.cur.path,
+                        n,
+                        buf.len(),
+                    )))
+                }
+                // SAFETY: as above.
+                None => unsafe { self.cur.pwrite(off, &buf) },
+            };
+            if buf.capacity() <= 4 * RUN_MAX as usize {
+                self.scratch = buf;
+            }
+            res?;
+            self.pos = end;
+            i = j;
+        }
+        Ok(())
+    }
+}
+
 /// How many new segments writing records of these total sizes from `pos` needs.
 fn segments_needed(pos: u64, cur_end: u64, size: u64, totals: impl Iterator<Item = u64>) -> usize {
     let (mut pos, mut end, mut n) = (pos, cur_end, 0);
@@ -711,6 +791,7 @@ impl Wal {
                 pending: None,
                 alloc_failures: 0,
                 alloc_warned: None,
+                scratch: Vec::new(),
             }),
             flush_gate: FlushGate::new(),
             retention: Mutex::new(()),
@@ -863,6 +944,7 @@ impl Wal {
         if rolls {
             w.kick(inner);
         }
+        inner.touch.note_bulk(false);
         self.poke_toucher(&w);
         Ok(a)
     }
@@ -891,10 +973,18 @@ impl Wal {
             self.note_term(term, w.pos)?;
         }
         let mut out = Vec::with_capacity(records.len());
-        for (k, p) in records {
-            match w.put(inner, term, *k, p) {
-                Ok(a) => out.push(a),
-                Err(e) => return Err(self.crashed(e)),
+        let bulk = totals.iter().sum::<u64>() >= PWRITE_MIN as u64;
+        inner.touch.note_bulk(bulk);
+        if bulk {
+            if let Err(e) = w.put_bulk(inner, term, records, &totals, &mut out) {
+                return Err(self.crashed(e));
+            }
+        } else {
+            for (k, p) in records {
+                match w.put(inner, term, *k, p) {
+                    Ok(a) => out.push(a),
+                    Err(e) => return Err(self.crashed(e)),
+                }
             }
         }
         if let Some(e) = w.crash_before_publish() {
@@ -974,6 +1064,7 @@ impl Wal {
             self.store_history(&next)?;
             *h = next;
         }
+        inner.touch.note_bulk(bytes.len() >= PWRITE_MIN);
         let tear = fp::torn(fp::APPEND_RAW_COPY, &w.cur.path, bytes.len());
         let limit = tear.unwrap_or(bytes.len());
         let mut off = 0usize;
@@ -984,9 +1075,17 @@ impl Wal {
                 }
             }
             let chunk = (limit - off).min((w.cur.end() - w.pos) as usize);
-            // SAFETY: writer mutex held; writing above the published write_lsn,
-            // inside the segment.
-            unsafe { w.cur.write(w.pos - w.cur.start, &bytes[off..off + chunk]) };
+            let at = w.pos - w.cur.start;
+            if chunk >= PWRITE_MIN {
+                // SAFETY: writer mutex held; writing above the published write_lsn,
+                // inside the segment.
+                if let Err(e) = unsafe { w.cur.pwrite(at, &bytes[off..off + chunk]) } {
+                    return Err(self.crashed(e));
+                }
+            } else {
+                // SAFETY: as above.
+                unsafe { w.cur.write(at, &bytes[off..off + chunk]) };
+            }
             w.pos += chunk as u64;
             off += chunk;
         }

@@ -629,6 +629,17 @@ fn torn_padding_at_segment_end_recovers() {
 /// bytes were all copied.
 #[test]
 fn torn_append_raw_keeps_whole_records_only() {
+    // Small chunks are copied into the map.
+    torn_append_raw_case(|i| 37 + 20 * i as usize, 5);
+}
+
+/// The same for a bulk chunk (over 16 KiB), written with `pwrite`.
+#[test]
+fn torn_bulk_append_raw_keeps_whole_records_only() {
+    torn_append_raw_case(|i| 9_000 + 1_111 * i as usize, 997);
+}
+
+fn torn_append_raw_case(len: impl Fn(u64) -> usize, step: usize) {
     let s = FailScenario::setup();
     let ld = tempfile::tempdir().unwrap();
     let (leader, _) = open(ld.path());
@@ -636,7 +647,7 @@ fn torn_append_raw_keeps_whole_records_only() {
     let base_end = base.last().unwrap().1;
     let mut more = Vec::new();
     for i in 0..4u64 {
-        let p = payload(300 + i, 37 + 20 * i as usize);
+        let p = payload(300 + i, len(i));
         let a = leader.append(2, 16, &p).unwrap();
         more.push((a.lsn, a.end, 2, 16, p));
     }
@@ -648,7 +659,7 @@ fn torn_append_raw_keeps_whole_records_only() {
     assert_eq!(tail_end, more.last().unwrap().1);
     let mut attempted = base.clone();
     attempted.extend(more.iter().cloned());
-    let mut cuts: Vec<usize> = (0..tail.len()).step_by(5).collect();
+    let mut cuts: Vec<usize> = (0..tail.len()).step_by(step).collect();
     cuts.push(tail.len());
     for n in cuts {
         let d = tempfile::tempdir().unwrap();
@@ -668,6 +679,53 @@ fn torn_append_raw_keeps_whole_records_only() {
         let (w, _) = open(d.path());
         let got = read_all(&w, Lsn(0));
         assert_eq!(got.len(), base.len() + whole, "cut after {n} bytes");
+        assert_eq!(got[..], attempted[..got.len()]);
+    }
+    s.teardown();
+}
+
+/// A crash in the middle of a bulk batch (over 16 KiB, encoded and written with
+/// one `pwrite`), at many points: the records wholly written before the tear may
+/// survive, nothing after it does, and every flushed record does.
+#[test]
+fn torn_bulk_batch_keeps_a_prefix() {
+    let s = FailScenario::setup();
+    let payloads: Vec<Vec<u8>> = (0..4u64)
+        .map(|i| payload(400 + i, 6_000 + 7 * i as usize))
+        .collect();
+    let batch: Vec<(u8, &[u8])> = payloads.iter().map(|p| (16u8, p.as_slice())).collect();
+    let total: usize = payloads
+        .iter()
+        .map(|p| (32 + p.len()).div_ceil(8) * 8)
+        .sum();
+    let mut cuts: Vec<usize> = (0..total).step_by(1_013).collect();
+    cuts.push(total);
+    for n in cuts {
+        let d = tempfile::tempdir().unwrap();
+        let (w, _) = open(d.path());
+        let mut attempted = fill(&w, 1, 3, 100);
+        let flushed = attempted.len();
+        w.flush(attempted.last().unwrap().1).unwrap();
+        let start = attempted.last().unwrap().1;
+        cfg(fp::APPEND_PAYLOAD, &format!("return({n})"));
+        assert!(w.append_batch(1, &batch).is_err());
+        fail::remove(fp::APPEND_PAYLOAD);
+        assert!(w.poison_cause().is_some());
+        let mut pos = start;
+        for p in &payloads {
+            let end = Lsn(pos.0 + ((32 + p.len()).div_ceil(8) * 8) as u64);
+            attempted.push((pos, end, 1, 16, p.clone()));
+            pos = end;
+        }
+        drop(w);
+        let cut = start.0 + n as u64;
+        let whole = attempted[flushed..]
+            .iter()
+            .filter(|r| r.0 .0 + 32 + r.4.len() as u64 <= cut)
+            .count();
+        let (w, _) = open(d.path());
+        let got = read_all(&w, Lsn(0));
+        assert_eq!(got.len(), flushed + whole, "cut after {n} bytes");
         assert_eq!(got[..], attempted[..got.len()]);
     }
     s.teardown();
