@@ -104,10 +104,15 @@
 //!
 //! # Concurrency
 //!
-//! Appends are serialized by a mutex held only for the memcpy. A touch-ahead
+//! Appends are serialized by a mutex held only for the copy. A touch-ahead
 //! thread makes the pages just ahead of the write position writable
 //! (`MADV_POPULATE_WRITE`, never changing a byte) so the memcpy does not take a page
-//! write fault per page ([`WalOptions::touch_ahead`]; see `toucher.rs`). The write LSN is
+//! write fault per page ([`WalOptions::touch_ahead`]; see `toucher.rs`). Bulk
+//! appends — an `append_raw` chunk or an `append_batch` of at least 16 KiB — are
+//! instead written with `pwrite` on the segment's descriptor (the same page cache
+//! the map shows, so readers see exactly the same bytes): a page that `pwrite`
+//! fills whole is never zero-filled and takes no fault, which on a VM costs more
+//! than the copy itself; the toucher rests while appends are bulk. The write LSN is
 //! published with Release after the bytes are in place; readers load it with Acquire
 //! and read only below it, so they never see a partial record (see `segment.rs` for
 //! the full safety argument). Readers hold an `Arc` to the segment mapping, so a
