@@ -499,8 +499,22 @@ impl Cluster {
     }
 
     /// Assert that the running nodes hold byte-identical WAL over the range they
-    /// all hold: [max first, min end). Returns the compared range.
+    /// all hold: [max first, min end). Returns the compared range. Retention may
+    /// remove the start of that range while it is read (a checkpoint lands): then
+    /// the range is taken again, a bounded number of times.
     pub fn assert_wal_identical(&self) -> (u64, u64) {
+        for _ in 0..50 {
+            if let Some(r) = self.compare_wal_once() {
+                return r;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("retention kept removing the compared WAL range");
+    }
+
+    /// One attempt of [`Cluster::assert_wal_identical`]; None if a node no longer
+    /// retained part of the range when it was read.
+    fn compare_wal_once(&self) -> Option<(u64, u64)> {
         let nodes = self.running();
         let from = nodes
             .iter()
@@ -514,7 +528,11 @@ impl Cluster {
             .unwrap_or(0);
         let mut reference: Option<Vec<u8>> = None;
         for &i in &nodes {
-            let bytes = read_wal(&self.shared(i).wal, from, to);
+            let bytes = match try_read_wal(&self.shared(i).wal, from, to) {
+                Ok(b) => b,
+                Err(wal::WalError::NotRetained { .. }) => return None,
+                Err(e) => panic!("node {} read_raw: {e}", self.ids[i]),
+            };
             assert_eq!(
                 bytes.len() as u64,
                 to - from,
@@ -536,7 +554,7 @@ impl Cluster {
                 }
             }
         }
-        (from, to)
+        Some((from, to))
     }
 
     /// Stop every running node cleanly.
@@ -552,20 +570,22 @@ impl Cluster {
 /// Raw WAL bytes [from, to) of a WAL (whole records, segment by segment).
 /// Padding at segment ends is included (it is part of the byte-identical log).
 pub fn read_wal(w: &wal::Wal, from: u64, to: u64) -> Vec<u8> {
+    try_read_wal(w, from, to).unwrap_or_else(|e| panic!("read_raw in [{from}, {to}): {e}"))
+}
+
+/// Like [`read_wal`], returning the first read error.
+pub fn try_read_wal(w: &wal::Wal, from: u64, to: u64) -> Result<Vec<u8>, wal::WalError> {
     let mut out = Vec::new();
     let mut pos = from;
     while pos < to {
         let mut buf = Vec::new();
-        let end = w
-            .read_raw(wal::Lsn(pos), 1 << 20, &mut buf)
-            .unwrap_or_else(|e| panic!("read_raw at {}: {e}", wal::Lsn(pos)))
-            .0;
+        let end = w.read_raw(wal::Lsn(pos), 1 << 20, &mut buf)?.0;
         assert!(end > pos, "read_raw made no progress at {}", wal::Lsn(pos));
         let take = (end.min(to) - pos) as usize;
         out.extend_from_slice(&buf[..take]);
         pos = end;
     }
-    out
+    Ok(out)
 }
 
 /// Parse an `X/X` (or decimal) LSN.
