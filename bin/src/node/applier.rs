@@ -70,17 +70,27 @@ pub async fn run(shared: Arc<Shared>) {
                 Err(_) => return,
             }
         }
-        // A flush advance can raise the limit only while the flush LSN is
-        // below the commit LSN (a follower behind the commit it heard of);
-        // otherwise only a commit advance can, so a flush (one per write on
-        // a follower, always the case on a leader) does not wake the applier.
-        let flush_limits = *flush_rx.borrow() < *commit_rx.borrow();
+        let flush_limits = listens_to_flush(shared.applied_lsn(), *commit_rx.borrow());
         tokio::select! {
             r = commit_rx.changed() => if r.is_err() { return },
             r = flush_rx.changed(), if flush_limits => if r.is_err() { return },
             _ = shutdown.changed() => return,
         }
     }
+}
+
+/// Whether the applier, about to sleep with state applied up to `applied` and the
+/// commit LSN at `commit`, must also wake on flush advances.
+///
+/// A flush advance can raise the apply limit `min(commit, flush)` above `applied`
+/// only while `applied < commit`; otherwise only a commit advance can, so flushes
+/// (one per write on a follower, every write on a leader) do not wake the applier.
+/// The test is on `applied`, which only the applier changes, not on the flush LSN:
+/// a flush that passed the commit LSN after the limit was read (not yet seen by
+/// this task) must still wake it, or the last committed records of a burst would
+/// wait for the next write.
+fn listens_to_flush(applied: u64, commit: u64) -> bool {
+    applied < commit
 }
 
 /// Why a batch could not be applied.
@@ -170,4 +180,19 @@ fn apply_batch(shared: &Shared, limit: u64) -> Result<usize, ApplyError> {
         shared.ckpt.max_wal_reached.notify_one();
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listens_to_flush;
+
+    #[test]
+    fn a_flush_past_the_commit_lsn_still_wakes_an_applier_behind_it() {
+        // Applied up to 100 (the flush LSN when the limit was read); commit 200;
+        // the flush LSN moved to 250 meanwhile: the applier must listen to flushes.
+        assert!(listens_to_flush(100, 200));
+        // Applied up to the commit LSN: flushes cannot raise the limit.
+        assert!(!listens_to_flush(200, 200));
+        assert!(!listens_to_flush(300, 200));
+    }
 }
