@@ -6,7 +6,8 @@
 //! flush round ends. One flusher thread loops: wait until all `N` are parked (the
 //! ideal group: every appender in every round), then "flush" — either sleep `F`
 //! µs (`WAKEUP_FLOOR_FLUSH=sleep:80`, timer slack 1 ns: a disk with no noise) or
-//! write 4 KiB and `fdatasync` a fallocated file (`WAKEUP_FLOOR_FLUSH=fdatasync`)
+//! write one record (`WAKEUP_FLOOR_RECORD` bytes, default 100) and `fdatasync` a
+//! fallocated file (`WAKEUP_FLOOR_FLUSH=fdatasync`)
 //! — then wake all `N` with one `FUTEX_WAKE`. A round costs the flush plus the time
 //! to wake `N` parked threads and have them park again: the part no group-commit
 //! design in which each appender blocks until durable can avoid.
@@ -50,6 +51,15 @@ fn futex_wake_all(a: &AtomicU32) {
             i32::MAX,
         );
     }
+}
+
+/// Bytes written before each `fdatasync` (`WAKEUP_FLOOR_RECORD`, default 100: the
+/// WAL bench's 100 B records, so the one-appender rates compare).
+fn record_bytes() -> usize {
+    std::env::var("WAKEUP_FLOOR_RECORD")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100)
 }
 
 enum Flush {
@@ -101,7 +111,7 @@ fn run(threads: usize, secs: f64, flush: &Flush) -> Run {
         );
         libc::prctl(libc::PR_SET_TIMERSLACK, 1u64, 0u64, 0u64, 0u64);
     }
-    let buf = [5u8; 4096];
+    let buf = vec![5u8; record_bytes()];
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(secs);
     let (mut rounds, mut flushing) = (0u64, Duration::ZERO);
