@@ -425,7 +425,8 @@ impl NodeHandle {
         // The shutdown signal ends the flusher thread.
         let flusher = self.flusher.take();
         let wal_dir = self.shared.wal.dir().to_path_buf();
-        let wal = Arc::downgrade(&self.shared.wal);
+        // Every `Wal` clone and WAL reader keeps the directory lock: the watch
+        // covers them all.
         let lock = self.shared.wal.lock_watch();
         drop(self);
         if let Some(f) = flusher {
@@ -435,7 +436,7 @@ impl NodeHandle {
         // applies holding a WAL reader) end on the shutdown signal; wait until the
         // last one dropped the WAL and the directory lock is released.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while wal.strong_count() > 0 || lock.is_held() {
+        while lock.is_held() {
             if std::time::Instant::now() > deadline {
                 tracing::warn!(dir = %wal_dir.display(), "some tasks still hold the WAL 10s after shutdown; it closes when they end");
                 break;
