@@ -244,12 +244,14 @@ async fn retention_keeps_segment_count_bounded() {
     .await;
     let l = c.wait_leader().await;
     c.wait_streaming(l).await;
-    // Without retention this load leaves ~25 segments on every node. Retained:
-    // min_retained (2) + checkpoint spacing (1) + rounding and the writer's and
-    // the prepared next segment: at most 7.
-    const BOUND: usize = 7;
-    for round in 0..12 {
-        let end = write_keys(&c, l, &format!("r{round}-"), 500, 4000).await;
+    // The same 500 keys rewritten each round: a steady ~2 MB state, so the
+    // checkpoint spacing is max(max_wal, state size) = ~2 MB. Without retention
+    // this load leaves ~25 segments on every node. Retained: min_retained (2) +
+    // checkpoint spacing (2) + rounding and the writer's and the prepared next
+    // segment: at most 8.
+    const BOUND: usize = 8;
+    for _round in 0..12 {
+        let end = write_keys(&c, l, "r-", 500, 4000).await;
         for i in 0..3 {
             wait_applied(&c, i, end).await;
         }
@@ -288,7 +290,7 @@ async fn retention_keeps_segment_count_bounded() {
     c.wait_leader().await;
     c.put_ok(l, "after-restart", "1", None).await;
     c.wait_converged().await;
-    assert_keys(&c, f, "r0-", 500, 4000).await;
+    assert_keys(&c, f, "r-", 500, 4000).await;
     c.shutdown().await;
 }
 
@@ -481,6 +483,51 @@ async fn checkpoint_cli_command() {
     let dead = format!("http://{}", common::free_addr());
     let (code, _, err) = walship_cli(vec!["checkpoint".into(), "--endpoint".into(), dead]).await;
     assert_eq!(code, 1, "{err}");
+    c.shutdown().await;
+}
+
+/// A state larger than `checkpoint.max_wal` is not rewritten every `max_wal`:
+/// the next size-triggered checkpoint waits for as much WAL as the last one held,
+/// so the checkpoints of a growing state are spaced geometrically. 1 MiB of new
+/// keys with `max_wal` = 64 KiB: 16 checkpoints with a fixed spacing, about 5 here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checkpoints_of_a_growing_state_are_spaced_by_its_size() {
+    let c = Cluster::start(Opts {
+        checkpoint_interval: "5min",
+        checkpoint_max_wal: "64KiB",
+        ..Opts::new(1, "async")
+    })
+    .await;
+    let l = c.wait_leader().await;
+    let s = c.shared(l).clone();
+    let before = s.metrics.checkpoints_total.get();
+    let mut sizes = Vec::new();
+    let mut end = 0;
+    for round in 0..16 {
+        end = write_keys(&c, l, &format!("g{round}-"), 64, 1000).await;
+        wait_applied(&c, l, end).await;
+        if let Some(m) = s.ckpt.last.lock().as_ref() {
+            if sizes.last() != Some(&(m.lsn.0, m.len)) {
+                sizes.push((m.lsn.0, m.len));
+            }
+        }
+    }
+    // The last size trigger has fired (or is due only past `end`).
+    let due = s.ckpt.max_wal_due(64 << 10);
+    let taken = s.metrics.checkpoints_total.get() - before;
+    assert!(end > 1 << 20, "wrote {end} bytes of WAL");
+    assert!(
+        (3..=8).contains(&taken),
+        "{taken} checkpoints for ~1 MiB of WAL with max_wal 64 KiB; seen (lsn, bytes): {sizes:?}, next due at {due}"
+    );
+    // Each checkpoint came at least the previous one's size after it.
+    for w in sizes.windows(2) {
+        let ((l0, len0), (l1, _)) = (w[0], w[1]);
+        assert!(
+            l1 - l0 >= len0.max(64 << 10),
+            "checkpoints too close: {sizes:?}"
+        );
+    }
     c.shutdown().await;
 }
 

@@ -173,10 +173,9 @@ fn apply_batch(shared: &Shared, limit: u64) -> Result<usize, ApplyError> {
             false
         }
     });
-    // checkpoint.max_wal applied since the last checkpoint: tell the
-    // checkpointer (it is not woken by every apply).
-    let base = shared.ckpt.last_lsn().unwrap_or(0);
-    if applied.saturating_sub(base) >= shared.cfg.checkpoint.max_wal.max(1) {
+    // checkpoint.max_wal (or the last checkpoint's size) applied since the
+    // last checkpoint: tell the checkpointer (it is not woken by every apply).
+    if applied >= shared.ckpt.max_wal_due(shared.cfg.checkpoint.max_wal) {
         shared.ckpt.max_wal_reached.notify_one();
     }
     Ok(n)

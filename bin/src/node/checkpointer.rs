@@ -3,7 +3,7 @@
 //! | when | what |
 //! |---|---|
 //! | start-up | [`load_at_start`]: the newest valid checkpoint that fits this WAL is loaded; the applier replays only the WAL after it |
-//! | `checkpoint.max_wal` applied since the last one, every `checkpoint.interval`, when retention asks ([`CheckpointState::wanted`]), `POST /v1/admin/checkpoint` | [`run`] / [`checkpoint_now`] |
+//! | `checkpoint.max_wal` applied since the last one (or the last checkpoint's size, when larger: [`CheckpointState::max_wal_due`]), every `checkpoint.interval`, when retention asks ([`CheckpointState::wanted`]), `POST /v1/admin/checkpoint` | [`run`] / [`checkpoint_now`] |
 //! | clean shutdown | [`checkpoint_now`] from `NodeHandle::shutdown`, after the WAL is flushed |
 //! | WAL truncated below the applied LSN | [`rewind_state`]: checkpoints above the cut are deleted, the state reloaded from an older one (never half a state) |
 //!
@@ -98,6 +98,22 @@ impl CheckpointState {
     /// LSN of the newest checkpoint (None before the first).
     pub fn last_lsn(&self) -> Option<u64> {
         self.last.lock().as_ref().map(|m| m.lsn.0)
+    }
+
+    /// The applied LSN at which the next size-triggered checkpoint is due:
+    /// `checkpoint.max_wal` after the last checkpoint, or, when the last
+    /// checkpoint file is larger than that, as many bytes after it as the file
+    /// holds.
+    ///
+    /// Invariant (enforced here, for every size trigger): a checkpoint rewrites the
+    /// whole state, so spacing them by at least the state's size keeps the bytes
+    /// written by checkpoints at most about the bytes of WAL they cover. With a
+    /// fixed spacing a state larger than `max_wal` would be rewritten in full
+    /// every `max_wal` of WAL: quadratic in the state's growth.
+    pub fn max_wal_due(&self, max_wal: u64) -> u64 {
+        let last = self.last.lock();
+        let (base, len) = last.as_ref().map_or((0, 0), |m| (m.lsn.0, m.len));
+        base.saturating_add(max_wal.max(len).max(1))
     }
 }
 
@@ -250,7 +266,8 @@ fn take_blocking(shared: &Shared, reason: &'static str) -> Result<Option<Checkpo
 }
 
 /// The checkpointer task: a checkpoint after `checkpoint.max_wal` of WAL applied
-/// since the last one, every `checkpoint.interval`, and when asked
+/// since the last one (or as much as the last checkpoint holds, when that is
+/// more: [`CheckpointState::max_wal_due`]), every `checkpoint.interval`, and when asked
 /// ([`CheckpointState::wanted`]). Runs until shutdown (the shutdown checkpoint is
 /// taken by `NodeHandle::shutdown`).
 pub async fn run(shared: Arc<Shared>) {
@@ -260,11 +277,8 @@ pub async fn run(shared: Arc<Shared>) {
         .checkpoint
         .interval
         .max(Duration::from_millis(10));
-    let max_wal = shared.cfg.checkpoint.max_wal.max(1);
-    let over_max_wal = || {
-        let base = shared.ckpt.last_lsn().unwrap_or(0);
-        shared.applied_lsn().saturating_sub(base) >= max_wal
-    };
+    let max_wal = shared.cfg.checkpoint.max_wal;
+    let over_max_wal = || shared.applied_lsn() >= shared.ckpt.max_wal_due(max_wal);
     // Applied before this task started (start-up replay): the applier only
     // signals what it applies from now on.
     if over_max_wal() {
@@ -355,4 +369,42 @@ pub fn rewind_state(shared: &Shared, to: u64) {
     *ck.last.lock() = meta;
     drop(kv);
     shared.applied_tx.send_replace(a);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(last: Option<(u64, u64)>) -> CheckpointState {
+        let meta = last.map(|(lsn, len)| CheckpointMeta {
+            lsn: Lsn(lsn),
+            term: 1,
+            entries: 1,
+            len,
+            path: PathBuf::from("unused"),
+        });
+        CheckpointState::new(PathBuf::from("unused"), meta, StartupReplay::default())
+    }
+
+    #[test]
+    fn a_small_state_is_checkpointed_every_max_wal() {
+        assert_eq!(state(None).max_wal_due(256), 256);
+        assert_eq!(state(Some((1000, 10))).max_wal_due(256), 1256);
+        // A zero max_wal still needs one byte applied past the last checkpoint.
+        assert_eq!(state(Some((1000, 0))).max_wal_due(0), 1001);
+    }
+
+    #[test]
+    fn a_state_larger_than_max_wal_waits_for_as_much_wal_as_it_holds() {
+        // A 1 MiB checkpoint with max_wal 64 KiB: the next is due 1 MiB later,
+        // not every 64 KiB (which would rewrite the whole state 16 times over).
+        assert_eq!(
+            state(Some((5 << 20, 1 << 20))).max_wal_due(64 << 10),
+            (5 << 20) + (1 << 20)
+        );
+        assert_eq!(
+            state(Some((u64::MAX - 1, 1 << 20))).max_wal_due(1),
+            u64::MAX
+        );
+    }
 }
