@@ -100,6 +100,13 @@ pub struct BenchOpts {
     /// request. Default 1 (`put`, one record per request).
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
+    /// What each write is: `put` (a key-value pair into the replicated map:
+    /// binary Put/PutBatch, HTTP `PUT /v1/kv/KEY`, every key new) or `append`
+    /// (an opaque log record: binary Append/AppendBatch, HTTP `POST /v1/log`;
+    /// replicated and stored like a put, but no key-value state to grow or
+    /// checkpoint). Default put.
+    #[arg(long, default_value = "put")]
+    pub op: String,
     /// Also write the results as one JSON document to FILE.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -221,6 +228,7 @@ struct RunSpec {
     protocol: Protocol,
     clients: usize,
     value_size: usize,
+    op: WriteOp,
 }
 
 /// One cluster setting (a local cluster is started once per group).
@@ -236,6 +244,25 @@ struct Plan {
     duration: Duration,
     warmup: Duration,
     existing: bool,
+}
+
+/// What one write of the bench is (`--op`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum WriteOp {
+    /// A key-value pair, every key new.
+    Put,
+    /// An opaque log record.
+    Append,
+}
+
+impl WriteOp {
+    fn as_str(self) -> &'static str {
+        match self {
+            WriteOp::Put => "put",
+            WriteOp::Append => "append",
+        }
+    }
 }
 
 fn parse_ack(s: &str) -> Result<AckLevel, BenchError> {
@@ -296,6 +323,15 @@ impl Plan {
                 proto::MAX_BATCH_RECORDS
             )));
         }
+        let op = match a.op.trim() {
+            "put" => WriteOp::Put,
+            "append" => WriteOp::Append,
+            other => {
+                return Err(BenchError::Usage(format!(
+                    "--op {other:?}: expected put or append"
+                )))
+            }
+        };
         if a.batch > 1 && protocols.contains(&Protocol::Http) {
             return Err(BenchError::Usage(
                 "--batch: batches are a binary-protocol request (walship::Client::put_batch); use --protocol binary".into(),
@@ -397,6 +433,7 @@ impl Plan {
                                 protocol: p,
                                 clients: c,
                                 value_size: vs,
+                                op,
                             });
                         }
                     }
@@ -436,6 +473,8 @@ struct RunResult {
     mode: String,
     ack: String,
     protocol: Protocol,
+    /// `put` (key-value pairs) or `append` (log records).
+    op: WriteOp,
     clients: usize,
     connections: usize,
     value_size: usize,
@@ -1023,6 +1062,7 @@ enum Writer {
 #[allow(clippy::too_many_arguments)]
 async fn client_loop(
     mut writer: Writer,
+    op: WriteOp,
     ack: AckLevel,
     batch: usize,
     value: Bytes,
@@ -1049,24 +1089,42 @@ async fn client_loop(
         }
         let key = format!("{prefix}-{seq}");
         seq += 1;
-        let r: Result<(), (String, bool)> = match &mut writer {
-            Writer::Binary(c) if batch > 1 => {
+        let binary = |r: Result<(), ClientError>| match r {
+            Ok(()) => Ok(()),
+            Err(e @ ClientError::Connection(_)) => Err((e.to_string(), true)),
+            Err(e) => Err((e.to_string(), false)),
+        };
+        let r: Result<(), (String, bool)> = match (&mut writer, op) {
+            (Writer::Binary(c), WriteOp::Put) if batch > 1 => {
                 let entries: Vec<(Bytes, Bytes)> = (0..batch)
                     .map(|j| (Bytes::from(format!("{key}.{j}")), value.clone()))
                     .collect();
-                match c.put_batch(entries, ack).await {
-                    Ok(_) => Ok(()),
-                    Err(e @ ClientError::Connection(_)) => Err((e.to_string(), true)),
-                    Err(e) => Err((e.to_string(), false)),
-                }
+                binary(c.put_batch(entries, ack).await.map(drop))
             }
-            Writer::Binary(c) => match c.put(key.into_bytes(), value.clone(), ack).await {
-                Ok(_) => Ok(()),
-                Err(e @ ClientError::Connection(_)) => Err((e.to_string(), true)),
-                Err(e) => Err((e.to_string(), false)),
-            },
-            Writer::Http(h) => h
-                .put(&format!("/v1/kv/{key}{ack_q}"), value.clone())
+            (Writer::Binary(c), WriteOp::Append) if batch > 1 => {
+                let payloads: Vec<Bytes> = (0..batch).map(|_| value.clone()).collect();
+                binary(c.append_batch(payloads, ack).await.map(drop))
+            }
+            (Writer::Binary(c), WriteOp::Put) => {
+                binary(c.put(key.into_bytes(), value.clone(), ack).await.map(drop))
+            }
+            (Writer::Binary(c), WriteOp::Append) => {
+                binary(c.append(value.clone(), ack).await.map(drop))
+            }
+            (Writer::Http(h), WriteOp::Put) => h
+                .send(
+                    hyper::Method::PUT,
+                    &format!("/v1/kv/{key}{ack_q}"),
+                    value.clone(),
+                )
+                .await
+                .map_err(|f| (f.message, false)),
+            (Writer::Http(h), WriteOp::Append) => h
+                .send(
+                    hyper::Method::POST,
+                    &format!("/v1/log{ack_q}"),
+                    value.clone(),
+                )
                 .await
                 .map_err(|f| (f.message, false)),
         };
@@ -1153,6 +1211,7 @@ async fn run_one(
         };
         tasks.push(tokio::spawn(client_loop(
             writer,
+            spec.op,
             spec.ack,
             match spec.protocol {
                 Protocol::Binary => args.batch,
@@ -1178,11 +1237,12 @@ async fn run_one(
         })
     };
     let label = format!(
-        "{}n {} {} {} c={} v={}",
+        "{}n {} {} {} {} c={} v={}",
         group.nodes.max(target.followers + 1),
         target.mode,
         spec.ack.as_str(),
         spec.protocol.as_str(),
+        spec.op.as_str(),
         spec.clients,
         spec.value_size
     );
@@ -1277,6 +1337,7 @@ async fn run_one(
         mode: target.mode.clone(),
         ack: spec.ack.as_str().to_string(),
         protocol: spec.protocol,
+        op: spec.op,
         clients: spec.clients,
         connections,
         value_size: spec.value_size,
@@ -1561,15 +1622,16 @@ fn thousands(x: f64) -> String {
     out
 }
 
-const HEADER: &str = "nodes mode   ack          proto  clients  value batch   writes/s   p50 ms   p99 ms p99.9 ms  repl MB/s  errors  p50/floor";
+const HEADER: &str = "nodes mode   ack          proto  op     clients  value batch   writes/s   p50 ms   p99 ms p99.9 ms  repl MB/s  errors  p50/floor";
 
 fn row(r: &RunResult) -> String {
     format!(
-        "{:>5} {:<6} {:<12} {:<6} {:>7} {:>6} {:>5} {:>10} {:>8.3} {:>8.3} {:>8.3} {:>10} {:>7} {:>10}",
+        "{:>5} {:<6} {:<12} {:<6} {:<6} {:>7} {:>6} {:>5} {:>10} {:>8.3} {:>8.3} {:>8.3} {:>10} {:>7} {:>10}",
         r.nodes,
         r.mode,
         r.ack,
         r.protocol.as_str(),
+        r.op.as_str(),
         r.clients,
         r.value_size,
         r.batch,
@@ -1623,6 +1685,7 @@ fn print_bars(results: &[RunResult], floor: Option<&Floor>) {
             && r.clients == 32
             && r.value_size == 100
             && r.batch == 1
+            && r.op == WriteOp::Put
     }) {
         let bar = PG_ANY1_TPS * TPS_FACTOR;
         lines.push(format!(
@@ -1640,6 +1703,7 @@ fn print_bars(results: &[RunResult], floor: Option<&Floor>) {
     for r in results.iter().filter(|r| {
         r.nodes == 3
             && r.clients == 1
+            && r.op == WriteOp::Put
             && r.ack == "remote_flush"
             && r.value_size == 100
             && r.batch == 1
@@ -1668,9 +1732,10 @@ fn print_bars(results: &[RunResult], floor: Option<&Floor>) {
                 String::new()
             };
             lines.push(format!(
-                "{} 3n async {}c{batch} 4KiB: replicated {:.0} MB/s to both followers ({:.0} each; bar {REPL_MBPS_BAR}): {}",
+                "{} 3n async {}c{batch} 4KiB {}: replicated {:.0} MB/s to both followers ({:.0} each; bar {REPL_MBPS_BAR}): {}",
                 r.protocol.as_str(),
                 r.clients,
+                r.op.as_str(),
                 m,
                 m / r.followers.max(1) as f64,
                 verdict(m >= REPL_MBPS_BAR)

@@ -1,7 +1,8 @@
 //! `walship bench --protocol http` against a running cluster with a token: its
 //! keep-alive HTTP clients write (every write counted by the leader), and an
 //! answer other than 2xx (here 401 for a wrong token) is an error, never a
-//! write.
+//! write. `--op append` writes log records (HTTP `POST /v1/log`, binary
+//! Append/AppendBatch), never key-value pairs.
 
 mod common;
 
@@ -19,9 +20,20 @@ fn tweak(_i: usize, cfg: &mut Config) {
 
 /// Run `walship bench` against `endpoint`; returns (exit code, the run's JSON).
 async fn bench(endpoint: String, token_file: &Path, json: &Path) -> (i32, serde_json::Value) {
+    bench_with(endpoint, token_file, json, &["--protocol", "http"]).await
+}
+
+/// [`bench`] with `extra` arguments instead of `--protocol http`.
+async fn bench_with(
+    endpoint: String,
+    token_file: &Path,
+    json: &Path,
+    extra: &[&str],
+) -> (i32, serde_json::Value) {
     let exe = env!("CARGO_BIN_EXE_walship");
     let mut cmd = Command::new(exe);
-    cmd.args(["bench", "--endpoint", &endpoint, "--protocol", "http"])
+    cmd.args(["bench", "--endpoint", &endpoint])
+        .args(extra)
         .args(["--clients", "4", "--duration", "1s", "--warmup", "200ms"])
         .args(["--ack", "remote_flush", "--quiet", "--json"])
         .arg(json)
@@ -90,5 +102,63 @@ async fn http_bench_writes_with_the_token_and_counts_refusals_as_errors() {
         "{first}"
     );
     assert_eq!(put_ok(), before, "no write went through");
+    c.shutdown().await;
+}
+
+/// `--op append`: every write is a log record (HTTP `POST /v1/log`, binary
+/// `AppendBatch`), acknowledged by the leader as such; the key-value map gets
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bench_op_append_writes_log_records_not_keys() {
+    let mut opts = Opts::new(3, "quorum");
+    opts.tweak = Some(tweak);
+    let c = Cluster::start(opts).await;
+    let l = c.wait_leader().await;
+    c.wait_streaming(l).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = dir.path().join("good");
+    std::fs::write(&good, TOKEN).expect("token file");
+    let ok = |op: &str| {
+        c.shared(l)
+            .metrics
+            .client_requests_total
+            .with_label_values(&[op, "ok"])
+            .get()
+    };
+    let keys = c.shared(l).kv.read().len();
+    let puts = ok("put") + ok("put_batch");
+
+    let before = ok("append");
+    let (code, run) = bench_with(
+        c.url(l),
+        &good,
+        &dir.path().join("http.json"),
+        &["--protocol", "http", "--op", "append"],
+    )
+    .await;
+    assert_eq!(code, 0, "{run}");
+    assert_eq!(run["op"], "append", "{run}");
+    assert_eq!(run["errors"], 0, "{run}");
+    let writes = run["writes"].as_u64().expect("writes");
+    assert!(writes > 0, "{run}");
+    assert!(ok("append") - before >= writes, "{run}");
+
+    let before = ok("append_batch");
+    let (code, run) = bench_with(
+        c.url(l),
+        &good,
+        &dir.path().join("binary.json"),
+        &["--protocol", "binary", "--op", "append", "--batch", "8"],
+    )
+    .await;
+    assert_eq!(code, 0, "{run}");
+    assert_eq!(run["op"], "append", "{run}");
+    assert_eq!(run["errors"], 0, "{run}");
+    let writes = run["writes"].as_u64().expect("writes");
+    assert!(writes > 0 && writes % 8 == 0, "{run}");
+    assert!((ok("append_batch") - before) * 8 >= writes, "{run}");
+
+    assert_eq!(ok("put") + ok("put_batch"), puts, "no put was sent");
+    assert_eq!(c.shared(l).kv.read().len(), keys, "no key was written");
     c.shutdown().await;
 }

@@ -84,10 +84,11 @@ impl HttpWriter {
         Ok((send, Box::pin(conn)))
     }
 
-    /// `PUT path_and_query` with `value` as the body; Ok once a 2xx answer
-    /// was read whole.
-    pub(super) async fn put(
+    /// `method path_and_query` with `value` as the body (`PUT /v1/kv/KEY`,
+    /// `POST /v1/log`); Ok once a 2xx answer was read whole.
+    pub(super) async fn send(
         &mut self,
+        method: hyper::Method,
         path_and_query: &str,
         value: Bytes,
     ) -> Result<(), HttpFailure> {
@@ -95,7 +96,9 @@ impl HttpWriter {
             Some(c) => c,
             None => self.conn.insert(self.open().await.map_err(lost)?),
         };
-        let req = hyper::Request::put(path_and_query)
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path_and_query)
             .header(HOST, self.host.clone())
             .header(CONTENT_LENGTH, value.len())
             .body(Full::new(value));
