@@ -864,7 +864,14 @@ impl LocalCluster {
         let mut cluster = LocalCluster {
             nodes: Vec::new(),
             children: Vec::new(),
-            dir: if keep { None } else { Some(dir) },
+            // Kept: the TempDir is released without deleting (it would be
+            // deleted at the end of this function otherwise).
+            dir: if keep {
+                let _ = dir.keep();
+                None
+            } else {
+                Some(dir)
+            },
             root: root.clone(),
         };
         if keep {

@@ -162,3 +162,53 @@ async fn bench_op_append_writes_log_records_not_keys() {
     assert_eq!(c.shared(l).kv.read().len(), keys, "no key was written");
     c.shutdown().await;
 }
+
+/// `--keep` leaves the local cluster's directory (data dirs and node logs) in
+/// place after the run; without it the directory is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_keep_leaves_the_local_cluster_directory() {
+    let parent = tempfile::tempdir().expect("tempdir");
+    let run = |keep: bool| {
+        let exe = env!("CARGO_BIN_EXE_walship");
+        let mut cmd = Command::new(exe);
+        cmd.args(["bench", "--nodes", "1", "--mode", "async", "--clients", "1"])
+            .args(["--duration", "300ms", "--warmup", "0s", "--quiet", "--dir"])
+            .arg(parent.path());
+        if keep {
+            cmd.arg("--keep");
+        }
+        cmd
+    };
+    let dirs = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(parent.path())
+            .expect("read parent")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect()
+    };
+    let mut cmd = run(false);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("join")
+        .expect("run walship bench");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dirs().is_empty(), "removed without --keep: {:?}", dirs());
+
+    let mut cmd = run(true);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("join")
+        .expect("run walship bench");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kept = dirs();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(kept[0].join("n1").is_dir(), "data dir kept: {kept:?}");
+    assert!(kept[0].join("n1.log").is_file(), "node log kept: {kept:?}");
+}
