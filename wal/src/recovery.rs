@@ -439,6 +439,7 @@ pub(crate) fn recover(
         // SAFETY: recovery runs before the WAL is shared.
         unsafe { seg.zero_tail_durably(end_off)? };
     }
+    seg.advise_append(end_off);
     seg.prefault_read(end_off);
 
     let mut records = 0;

@@ -58,14 +58,23 @@ impl std::fmt::Debug for Segment {
     }
 }
 
-fn map(file: &File, path: &Path, size: u64, populate: bool) -> Result<MmapRaw, WalError> {
+fn map(file: &File, path: &Path, size: u64) -> Result<MmapRaw, WalError> {
     fp::io(fp::SEGMENT_MMAP, path).map_err(|e| WalError::io(path, e))?;
     let mut o = MmapOptions::new();
     o.len(size as usize);
-    if populate {
-        o.populate();
-    }
     o.map_raw(file).map_err(|e| WalError::io(path, e))
+}
+
+/// `madvise(advice)` over a whole mapping; best effort (the advice changes
+/// speed, never contents), so a refusal is only logged at debug level.
+fn advise(map: &MmapRaw, path: &Path, advice: libc::c_int, what: &str) {
+    // SAFETY: the range is exactly the mapping; MADV_RANDOM / MADV_NORMAL only
+    // change the kernel's readahead policy for it.
+    let r = unsafe { libc::madvise(map.as_mut_ptr().cast(), map.len(), advice) };
+    if r != 0 {
+        tracing::debug!(file = %path.display(), error = %std::io::Error::last_os_error(),
+            "madvise({what}) refused; the segment works the same, only page-cache sizing differs");
+    }
 }
 
 /// fsyncs a directory so that creations/removals/renames in it are durable.
@@ -165,10 +174,11 @@ impl Segment {
     ///
     /// With `zero_fill`, zeros are also written over the whole file and fdatasynced
     /// before mapping, so the extents are "written" (see `WalOptions::zero_fill`).
-    /// With `populate`, the pages are then mapped with MAP_POPULATE (read faults taken
-    /// here, on the preparing thread). Without it (the WAL's touch-ahead thread is on
-    /// and will fault them in writable, one fault instead of a read fault plus a
-    /// write-protect fault per page) nothing is faulted here.
+    /// With `populate`, every page is then read-faulted here, on the preparing
+    /// thread. Without it (the WAL's touch-ahead thread is on and will fault them in
+    /// writable, one fault instead of a read fault plus a write-protect fault per
+    /// page) nothing is faulted here. The mapping is advised for appending first
+    /// ([`Segment::advise_append`]).
     pub fn create(
         dir: &Path,
         start: u64,
@@ -207,7 +217,9 @@ impl Segment {
             }
             fp::io(fp::SEGMENT_FSYNC, &tmp).map_err(|e| WalError::io(&tmp, e))?;
             file.sync_all().map_err(|e| WalError::io(&tmp, e))?;
-            let map = map(&file, &tmp, size, populate)?;
+            let map = map(&file, &tmp, size)?;
+            // Appended to from its start: no readahead (see `advise_append`).
+            advise(&map, &tmp, libc::MADV_RANDOM, "MADV_RANDOM");
             fp::io(fp::SEGMENT_RENAME, &path).map_err(|e| WalError::io(&path, e))?;
             std::fs::rename(&tmp, &path).map_err(|e| WalError::io(&path, e))?;
             Ok((file, map))
@@ -226,6 +238,9 @@ impl Segment {
             file,
             map,
         };
+        if populate {
+            seg.prefault_read(0);
+        }
         // The segment is in place but holds nothing yet: if its directory entry
         // cannot be made durable, it is not used (removed again) and nothing of the
         // log is affected; the next append that needs it tries again.
@@ -255,7 +270,7 @@ impl Segment {
                 ),
             });
         }
-        let map = map(&file, path, size, false)?;
+        let map = map(&file, path, size)?;
         Ok(Segment {
             start,
             size,
@@ -403,6 +418,63 @@ impl Segment {
         }
     }
 
+    /// Advises the kernel that this segment is being appended to: no readahead on
+    /// its faults (`MADV_RANDOM`), so its page cache is built of single pages.
+    ///
+    /// Why (measured, benches/CLUSTER.md "The WAL's fsync slowed down ~35 MB into
+    /// each segment"): faults on a shared file mapping go through readahead, whose
+    /// folio order grows with each round; after ~35-40 MB of sequential faults the
+    /// segment's page cache is made of large folios. The kernel tracks dirtiness per
+    /// folio, so every later small append dirtied a whole large folio and every
+    /// `fdatasync` wrote it back whole: ~700 KB per write request instead of one
+    /// 4 KiB page, and flushes 4-7x slower. Records already appended stay in the page
+    /// cache, so readers of this segment lose nothing; [`Segment::advise_sealed`]
+    /// restores readahead once the writer has left it.
+    ///
+    /// Pages from `from` (rounded up to a page) to the end, which hold no record,
+    /// are also dropped from this mapping and from the page cache if clean (recovery
+    /// read them with readahead, so as large folios): the appends re-create them as
+    /// single pages. Nothing is lost: they hold zeros on disk, and a dirty page is
+    /// never dropped.
+    pub fn advise_append(&self, from: u64) {
+        advise(&self.map, &self.path, libc::MADV_RANDOM, "MADV_RANDOM");
+        let start = from.div_ceil(4096) * 4096;
+        if start >= self.size {
+            return;
+        }
+        let len = (self.size - start) as usize;
+        // SAFETY: `[start, size)` is inside the mapping and above every record
+        // (the caller's contract: no record ends after `from`); MADV_DONTNEED on a
+        // shared file mapping only unmaps the pages (their contents stay in the
+        // page cache or on disk), and POSIX_FADV_DONTNEED drops clean, unmapped
+        // page-cache pages only.
+        let (m, f) = unsafe {
+            (
+                libc::madvise(
+                    self.map.as_mut_ptr().add(start as usize).cast(),
+                    len,
+                    libc::MADV_DONTNEED,
+                ),
+                libc::posix_fadvise(
+                    self.file.as_raw_fd(),
+                    start as libc::off_t,
+                    len as libc::off_t,
+                    libc::POSIX_FADV_DONTNEED,
+                ),
+            )
+        };
+        if m != 0 || f != 0 {
+            tracing::debug!(file = %self.path.display(), madvise = m, fadvise = f,
+                "could not drop the cached tail of the segment; appends there may dirty larger page-cache folios");
+        }
+    }
+
+    /// Restores normal readahead on a segment the writer has left (for readers of
+    /// it after its pages were evicted: catch-up, rebuild).
+    pub fn advise_sealed(&self) {
+        advise(&self.map, &self.path, libc::MADV_NORMAL, "MADV_NORMAL");
+    }
+
     /// Touches every page in `[from, size)` with a read so later appends only take
     /// the write-notify fault (used for the segment that recovery hands to the writer).
     pub fn prefault_read(&self, from: u64) {
@@ -461,5 +533,41 @@ mod tests {
             assert_eq!(&s.bytes()[100..103], b"a\0\0");
         }
         assert!(!d.path().join("0000000000100000.wal.tmp").exists());
+    }
+
+    /// The `VmFlags` line of this process's mapping of `path` (from /proc/self/smaps).
+    fn vm_flags(path: &Path) -> String {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let name = path.to_str().unwrap();
+        let mut lines = smaps.lines();
+        while let Some(l) = lines.next() {
+            if l.ends_with(name) {
+                for l in lines.by_ref() {
+                    if let Some(f) = l.strip_prefix("VmFlags:") {
+                        return f.to_string();
+                    }
+                }
+            }
+        }
+        panic!("no mapping of {name} in /proc/self/smaps");
+    }
+
+    #[test]
+    fn a_segment_being_appended_to_has_no_readahead_and_gets_it_back_when_sealed() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Segment::create(d.path(), 0, 1 << 20, false, false).unwrap();
+        // "rr": MADV_RANDOM (VM_RAND_READ), so faults build single-page folios.
+        assert!(vm_flags(&s.path).split_whitespace().any(|f| f == "rr"));
+        unsafe { s.write(0, b"record") };
+        s.advise_sealed();
+        assert!(!vm_flags(&s.path).split_whitespace().any(|f| f == "rr"));
+        // An existing segment handed back to the writer (recovery, truncation):
+        // random again, and the bytes below `from` are untouched.
+        s.advise_append(6);
+        assert!(vm_flags(&s.path).split_whitespace().any(|f| f == "rr"));
+        unsafe { assert_eq!(&s.bytes()[..6], b"record") };
+        // With populate the pages are faulted in, under the same advice.
+        let p = Segment::create(d.path(), 1 << 20, 1 << 20, false, true).unwrap();
+        assert!(vm_flags(&p.path).split_whitespace().any(|f| f == "rr"));
     }
 }

@@ -458,6 +458,7 @@ impl Writer {
         };
         debug_assert_eq!(next.start, self.cur.end());
         inner.segments.write().insert(next.start, next.clone());
+        self.cur.advise_sealed();
         self.pos = next.start;
         self.cur = next;
         Ok(())
@@ -1407,6 +1408,7 @@ impl Wal {
             // SAFETY: write_lsn lowered first; the caller holds no RecordRef in the
             // removed range (documented contract).
             unsafe { target.zero_tail_durably(lsn.0 - target.start)? };
+            target.advise_append(lsn.0 - target.start);
             target.prefault_read(lsn.0 - target.start);
             Ok(removed)
         })();
