@@ -33,6 +33,11 @@
 //! thread would add two wake-ups: futex to the flusher, then back to this
 //! task). Group commit is kept: frames arriving during an fdatasync wait in
 //! the socket and are all appended before the next one, which covers them all.
+//! Under a light load (at most `NO_HANDOFF_MAX_BYTES` to flush, the previous
+//! fdatasync fast) even the `block_in_place` hand-off is skipped: the fdatasync
+//! runs on the worker thread as it is, right after the node's
+//! [`ReceiverEvents::before_inline_flush`] hook (the node applies the records
+//! already committed there, so the apply LSN rides in the flush status).
 //! With [`FlushPolicy::Node`] the receiver only publishes its write LSN and the
 //! node's flusher flushes.
 //!
@@ -69,6 +74,13 @@ pub trait ReceiverEvents: Send + Sync + 'static {
     fn needs_rebuild(&self, message: &str);
     /// An inline fdatasync ([`FlushPolicy::Inline`]) took `seconds`.
     fn flushed(&self, _seconds: f64) {}
+    /// Called on the receiving task right before an fdatasync that runs on the
+    /// worker thread itself (a light load, see `NO_HANDOFF_MAX_BYTES`). The node
+    /// may apply here what is already committed and flushed (a few records), so
+    /// that the apply LSN rides in the flush status: its applier task, woken on
+    /// this thread, would only run after the fdatasync and cost a status of its
+    /// own.
+    fn before_inline_flush(&self) {}
     /// The local WAL failed (poisoned by a failed fsync/fdatasync or a crashed
     /// append; `cause` from the WAL). The receiver has stopped for good: it
     /// appends nothing more and never raises the flush LSN again.
@@ -193,13 +205,23 @@ fn raise_silently(tx: &watch::Sender<u64>, v: u64) {
 /// `block_in_place` on a multi-threaded runtime (no task hand-off: this task
 /// continues on this thread, the worker's other tasks move to another one),
 /// else on the blocking pool.
-async fn flush_blocking(wal: &Arc<wal::Wal>, upto: u64) -> Result<u64, String> {
+///
+/// With `hand_off == false` (a small flush while the disk answers fast, see
+/// [`NO_HANDOFF_MAX_BYTES`]) the fdatasync runs on the worker thread itself:
+/// `block_in_place` wakes a blocking-pool thread to take over the worker before
+/// the fdatasync starts, and that thread can take the core from this one and
+/// delay the fdatasync it was meant to overlap.
+async fn flush_blocking(wal: &Arc<wal::Wal>, upto: u64, hand_off: bool) -> Result<u64, String> {
     use tokio::runtime::{Handle, RuntimeFlavor};
     let multi = matches!(
         Handle::try_current().map(|h| h.runtime_flavor()),
         Ok(RuntimeFlavor::MultiThread)
     );
-    if multi {
+    if multi && !hand_off {
+        wal.flush(wal::Lsn(upto))
+            .map(|l| l.0)
+            .map_err(|e| e.to_string())
+    } else if multi {
         tokio::task::block_in_place(|| wal.flush(wal::Lsn(upto)))
             .map(|l| l.0)
             .map_err(|e| e.to_string())
@@ -330,6 +352,7 @@ async fn session(ctx: &FollowContext) -> SessionEnd {
         caught_up: false,
         status_due: true,
         reply_to_time_us: 0,
+        last_sync: Duration::ZERO,
     };
     loop {
         // One status per batch, covering write/flush/apply at once.
@@ -385,9 +408,14 @@ async fn session(ctx: &FollowContext) -> SessionEnd {
                 } else if end > flushed {
                     let started = std::time::Instant::now();
                     let done = if fsync {
-                        match flush_blocking(wal, end).await {
+                        let hand_off = needs_hand_off(end - flushed, st.last_sync);
+                        if !hand_off {
+                            ctx.events.before_inline_flush();
+                        }
+                        match flush_blocking(wal, end, hand_off).await {
                             Ok(done) => {
-                                ctx.events.flushed(started.elapsed().as_secs_f64());
+                                st.last_sync = started.elapsed();
+                                ctx.events.flushed(st.last_sync.as_secs_f64());
                                 done
                             }
                             Err(e) => {
@@ -453,6 +481,26 @@ fn status_message(
 /// while the receiver goes on receiving; smaller ones are flushed inline.
 const INLINE_FLUSH_MAX_BYTES: u64 = 256 << 10;
 
+/// A flush of at most this many bytes runs its fdatasync on the worker thread
+/// (no `block_in_place` hand-off, see `flush_blocking`) while the previous one
+/// took at most [`NO_HANDOFF_MAX_SYNC`]: a light load (a few small records per
+/// flush) has little for the worker's other tasks to do meanwhile, and the
+/// hand-off's thread wake-up (2-3 context switches) would delay the fdatasync
+/// and the status behind it. Larger flushes, or any flush after a slow one
+/// (a stalling disk), hand the worker over so the node's other tasks (applier,
+/// failover driver) never wait behind the disk.
+const NO_HANDOFF_MAX_BYTES: u64 = 512;
+
+/// See [`NO_HANDOFF_MAX_BYTES`].
+const NO_HANDOFF_MAX_SYNC: Duration = Duration::from_millis(2);
+
+/// Whether an inline flush of `unflushed` bytes hands the worker over
+/// (`block_in_place`) given the duration of the previous one (see
+/// [`NO_HANDOFF_MAX_BYTES`]).
+fn needs_hand_off(unflushed: u64, last_sync: Duration) -> bool {
+    unflushed > NO_HANDOFF_MAX_BYTES || last_sync > NO_HANDOFF_MAX_SYNC
+}
+
 /// Frames handled back to back before a status goes out (keeps the stop
 /// signal and status reports responsive under a flood of WAL).
 const MAX_FRAMES_PER_BATCH: usize = 256;
@@ -464,6 +512,9 @@ struct StreamState {
     status_due: bool,
     /// `send_time_us` of the last keepalive that asked for a reply (0: none).
     reply_to_time_us: u64,
+    /// Duration of the last inline flush (chooses the hand-off, see
+    /// [`NO_HANDOFF_MAX_BYTES`]).
+    last_sync: Duration,
 }
 
 /// Handle one frame from the leader; `Some` ends the session.
@@ -608,4 +659,26 @@ fn handle_frame(
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_small_flushes_on_a_fast_disk_stay_on_the_worker_thread() {
+        // One small record per flush (a one-client load): no hand-off.
+        assert!(!needs_hand_off(165, Duration::ZERO));
+        assert!(!needs_hand_off(
+            NO_HANDOFF_MAX_BYTES,
+            Duration::from_micros(300)
+        ));
+        // A batch of several records: the worker is handed over.
+        assert!(needs_hand_off(NO_HANDOFF_MAX_BYTES + 1, Duration::ZERO));
+        // After a slow fdatasync (a stalling disk), even a small flush is.
+        assert!(needs_hand_off(
+            100,
+            NO_HANDOFF_MAX_SYNC + Duration::from_micros(1)
+        ));
+    }
 }

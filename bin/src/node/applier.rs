@@ -79,6 +79,23 @@ pub async fn run(shared: Arc<Shared>) {
     }
 }
 
+/// Apply, on the calling task, what is committed and flushed now if that is a
+/// small advance (at most `INLINE_APPLY_BYTES`); anything larger, and any error,
+/// is left to the applier task (which logs errors and retries). Exactly-once and
+/// in order as the applier's own batches: `apply_batch` starts from the applied
+/// LSN it reads under the state's write lock.
+///
+/// The follower's receiver calls it right before an fdatasync it runs on its own
+/// worker thread (light load), so the apply LSN of the previous write rides in
+/// the flush status instead of a status of its own.
+pub fn apply_small_advance(shared: &Shared) {
+    let limit = (*shared.commit_tx.borrow()).min(*shared.flush_tx.borrow());
+    let applied = shared.applied_lsn();
+    if limit > applied && limit - applied <= INLINE_APPLY_BYTES {
+        let _ = apply_batch(shared, limit);
+    }
+}
+
 /// Whether the applier, about to sleep with state applied up to `applied` and the
 /// commit LSN at `commit`, must also wake on flush advances.
 ///

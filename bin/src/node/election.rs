@@ -34,8 +34,6 @@ pub enum DriverInput {
         /// Refusal reason, if the core refused.
         reply: oneshot::Sender<Result<(), String>>,
     },
-    /// Follower: the leader's flush LSN heard on the replication stream.
-    LeaderFlush(u64),
     /// Leader: the current synchronous standbys.
     SyncStandbys(Vec<String>),
 }
@@ -111,11 +109,13 @@ pub async fn run(
     let epoch = Instant::now();
     let now_ms = move || epoch.elapsed().as_millis() as u64;
     let mut peers: HashMap<String, mpsc::Sender<FMsg>> = HashMap::new();
-    let mut flush_rx = shared.flush_tx.subscribe();
     let mut written_rx = shared.written_tx.subscribe();
     let mut shutdown = shared.shutdown.clone();
     let mut pending_admin: Vec<oneshot::Sender<Result<(), String>>> = Vec::new();
     let mut last_pos = log_position(&shared);
+    // The leader's flush LSN last given to the core (see below: read before
+    // every step, never sent to the driver).
+    let mut fed_leader_flush = 0u64;
     let mut wal_failure = shared.wal_failure.subscribe();
 
     loop {
@@ -140,16 +140,11 @@ pub async fn run(
                     pending_admin.push(reply);
                     Event::Admin(cmd)
                 }
-                Some(DriverInput::LeaderFlush(lsn)) => Event::LeaderFlush { flush_lsn: lsn },
                 Some(DriverInput::SyncStandbys(list)) => Event::SyncStandbys(list),
             },
-            r = flush_rx.changed() => {
-                if r.is_err() { return Ok(()); }
-                let pos = log_position(&shared);
-                if pos == last_pos { continue; }
-                last_pos = pos;
-                Event::LogPosition(pos)
-            }
+            // No wake-up per flush: the core reads the log position only
+            // inside a step, and it is refreshed before every step (below).
+            // Only a running transfer follows the leader's appends as they go.
             r = written_rx.changed(), if core.transfer_target().is_some() => {
                 if r.is_err() { return Ok(()); }
                 let pos = log_position(&shared);
@@ -173,11 +168,27 @@ pub async fn run(
         // stale flag.
         let flushed = *shared.flush_tx.borrow();
         core.set_rebuilding(shared.rebuild.holds_out_of_elections(flushed));
-        // The log may have moved by truncation without a flush change: refresh it.
+        // The log position (flushed, appended or truncated since the last step)
+        // is refreshed here, before every step: the core reads it only inside a
+        // step, so the driver is not woken by every flush (one wake-up per
+        // write on every node).
         let pos = log_position(&shared);
         if pos != last_pos {
             last_pos = pos;
             let acts = core.step(now_ms(), Event::LogPosition(pos));
+            execute(&shared, &store, &mut peers, &mut pending_admin, acts).await?;
+        }
+        // Likewise the leader's flush LSN heard on the replication stream (a
+        // follower's receiver records it with every keepalive, i.e. every write).
+        let leader_flush = shared.follower.lock().leader_flush_lsn;
+        if leader_flush != fed_leader_flush {
+            fed_leader_flush = leader_flush;
+            let acts = core.step(
+                now_ms(),
+                Event::LeaderFlush {
+                    flush_lsn: leader_flush,
+                },
+            );
             execute(&shared, &store, &mut peers, &mut pending_admin, acts).await?;
         }
         let actions = core.step(now_ms(), event);

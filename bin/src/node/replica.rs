@@ -5,7 +5,7 @@ use std::sync::Arc;
 use receiver::stream::{follow, FlushPolicy, FollowContext, ReceiverEvents};
 use tokio::sync::watch;
 
-use super::{election::DriverInput, Shared};
+use super::Shared;
 
 /// A running receiver.
 pub struct ReceiverTask {
@@ -44,18 +44,9 @@ impl ReceiverEvents for Events {
         self.shared.follower.lock().caught_up = caught_up;
     }
     fn leader_flush(&self, flush_lsn: u64) {
-        let changed = {
-            let mut f = self.shared.follower.lock();
-            let changed = f.leader_flush_lsn != flush_lsn;
-            f.leader_flush_lsn = flush_lsn;
-            changed
-        };
-        if changed {
-            let _ = self
-                .shared
-                .failover_tx
-                .try_send(DriverInput::LeaderFlush(flush_lsn));
-        }
+        // Recorded only: the failover driver reads it before each of its steps
+        // (not woken per keepalive, i.e. per write).
+        self.shared.follower.lock().leader_flush_lsn = flush_lsn;
     }
     fn received(&self, bytes: u64) {
         self.shared.metrics.received_bytes_total.inc_by(bytes);
@@ -71,6 +62,9 @@ impl ReceiverEvents for Events {
                 super::checkpointer::rewind_state(&self.shared, to);
             });
         }
+    }
+    fn before_inline_flush(&self) {
+        super::applier::apply_small_advance(&self.shared);
     }
     fn flushed(&self, seconds: f64) {
         self.shared
