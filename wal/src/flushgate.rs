@@ -15,6 +15,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 pub(crate) struct FlushGate {
     leader: AtomicBool,
     epoch: AtomicU32,
+    /// Threads in (or about to enter) `futex_wait`: the leader skips the wake-up
+    /// syscall when there are none (a lone flusher, e.g. a node's flusher thread
+    /// or a follower's receiver, pays no futex call per fdatasync).
+    waiters: AtomicU32,
 }
 
 /// Leadership; released (and waiters woken) on drop.
@@ -23,8 +27,13 @@ pub(crate) struct Leader<'a>(&'a FlushGate);
 impl Drop for Leader<'_> {
     fn drop(&mut self) {
         self.0.leader.store(false, Ordering::Release);
-        self.0.epoch.fetch_add(1, Ordering::Release);
-        futex_wake_all(&self.0.epoch);
+        // SeqCst pairs with `wait`: either this load sees the waiter's
+        // increment (and wakes it), or the waiter's futex_wait, which comes
+        // after its increment, sees the new epoch and returns at once.
+        self.0.epoch.fetch_add(1, Ordering::SeqCst);
+        if self.0.waiters.load(Ordering::SeqCst) > 0 {
+            futex_wake_all(&self.0.epoch);
+        }
     }
 }
 
@@ -33,6 +42,7 @@ impl FlushGate {
         FlushGate {
             leader: AtomicBool::new(false),
             epoch: AtomicU32::new(0),
+            waiters: AtomicU32::new(0),
         }
     }
 
@@ -52,7 +62,9 @@ impl FlushGate {
     /// Waits until the epoch differs from `seen` (returns at once if it already does;
     /// spurious returns are allowed, callers loop).
     pub fn wait(&self, seen: u32) {
+        self.waiters.fetch_add(1, Ordering::SeqCst);
         futex_wait(&self.epoch, seen);
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Becomes leader, waiting for the current one to finish.
