@@ -47,6 +47,11 @@ pub(crate) struct Segment {
     pub path: PathBuf,
     file: File,
     map: MmapRaw,
+    /// True while the writer appends to this segment (its mapping is then
+    /// `MADV_RANDOM` outside the toucher's populate calls, see
+    /// [`Segment::advise_append`]). Held while the advice changes, so a sealed
+    /// segment never gets the appending advice back.
+    appending: parking_lot::Mutex<bool>,
 }
 
 impl std::fmt::Debug for Segment {
@@ -237,6 +242,7 @@ impl Segment {
             path: path.clone(),
             file,
             map,
+            appending: parking_lot::Mutex::new(true),
         };
         if populate {
             seg.prefault_read(0);
@@ -277,6 +283,7 @@ impl Segment {
             path: path.into(),
             file,
             map,
+            appending: parking_lot::Mutex::new(false),
         })
     }
 
@@ -375,9 +382,20 @@ impl Segment {
     /// accessing memory, so no byte changes. Used by the touch-ahead thread (see
     /// `toucher.rs` for why this is safe concurrently with appends, reads and
     /// truncation). `EINVAL` means the kernel lacks it (< 5.14).
+    ///
+    /// Readahead is allowed for the call (`MADV_NORMAL`, then `MADV_RANDOM` again
+    /// while the segment is appended to): the toucher only runs when appends come
+    /// in bulk between flushes (it never touches when flushes come every < 128 KiB),
+    /// where large page-cache folios cost nothing and populate ~2.5x faster
+    /// (measured: 256 MiB in 0.05 s vs 0.14 s); the small folios matter to the
+    /// flush-per-append pattern, whose pages the appender faults itself.
     pub fn populate_write(&self, off: u64, len: u64) -> std::io::Result<()> {
         debug_assert!(off + len <= self.size);
         fp::io(fp::TOUCH_MADVISE, &self.path)?;
+        let appending = *self.appending.lock();
+        if appending {
+            advise(&self.map, &self.path, libc::MADV_NORMAL, "MADV_NORMAL");
+        }
         // SAFETY: the range lies inside our mapping (kept alive by &self); this
         // advice performs no memory access and changes no content.
         let r = unsafe {
@@ -387,6 +405,12 @@ impl Segment {
                 libc::MADV_POPULATE_WRITE,
             )
         };
+        if appending {
+            let a = self.appending.lock();
+            if *a {
+                advise(&self.map, &self.path, libc::MADV_RANDOM, "MADV_RANDOM");
+            }
+        }
         if r == 0 {
             Ok(())
         } else {
@@ -437,7 +461,11 @@ impl Segment {
     /// single pages. Nothing is lost: they hold zeros on disk, and a dirty page is
     /// never dropped.
     pub fn advise_append(&self, from: u64) {
-        advise(&self.map, &self.path, libc::MADV_RANDOM, "MADV_RANDOM");
+        {
+            let mut a = self.appending.lock();
+            *a = true;
+            advise(&self.map, &self.path, libc::MADV_RANDOM, "MADV_RANDOM");
+        }
         let start = from.div_ceil(4096) * 4096;
         if start >= self.size {
             return;
@@ -472,6 +500,8 @@ impl Segment {
     /// Restores normal readahead on a segment the writer has left (for readers of
     /// it after its pages were evicted: catch-up, rebuild).
     pub fn advise_sealed(&self) {
+        let mut a = self.appending.lock();
+        *a = false;
         advise(&self.map, &self.path, libc::MADV_NORMAL, "MADV_NORMAL");
     }
 
@@ -559,7 +589,11 @@ mod tests {
         // "rr": MADV_RANDOM (VM_RAND_READ), so faults build single-page folios.
         assert!(vm_flags(&s.path).split_whitespace().any(|f| f == "rr"));
         unsafe { s.write(0, b"record") };
+        // The toucher's populate runs with readahead and restores the advice.
+        s.populate_write(1 << 16, 1 << 16).unwrap();
+        assert!(vm_flags(&s.path).split_whitespace().any(|f| f == "rr"));
         s.advise_sealed();
+        s.populate_write(1 << 17, 1 << 16).unwrap();
         assert!(!vm_flags(&s.path).split_whitespace().any(|f| f == "rr"));
         // An existing segment handed back to the writer (recovery, truncation):
         // random again, and the bytes below `from` are untouched.
