@@ -88,7 +88,14 @@ pub async fn run(shared: Arc<Shared>) {
 /// The follower's receiver calls it right before an fdatasync it runs on its own
 /// worker thread (light load), so the apply LSN of the previous write rides in
 /// the flush status instead of a status of its own.
+///
+/// It never waits for the state's lock: while a checkpoint clones the map (or a
+/// rewind replaces it) it returns at once, so the receiver's worker thread is not
+/// held behind them (the applier task applies later).
 pub fn apply_small_advance(shared: &Shared) {
+    if shared.kv.is_locked() {
+        return;
+    }
     let limit = (*shared.commit_tx.borrow()).min(*shared.flush_tx.borrow());
     let applied = shared.applied_lsn();
     if limit > applied && limit - applied <= INLINE_APPLY_BYTES {
