@@ -55,25 +55,35 @@ async fn bench_with(
     (code, v["runs"][0].clone())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn http_bench_writes_with_the_token_and_counts_refusals_as_errors() {
+/// A 3-node quorum cluster with [`TOKEN`], streaming: (cluster, leader index,
+/// a temp dir holding the token file `good`).
+async fn token_cluster() -> (Cluster, usize, tempfile::TempDir) {
     let mut opts = Opts::new(3, "quorum");
     opts.tweak = Some(tweak);
     let c = Cluster::start(opts).await;
     let l = c.wait_leader().await;
     c.wait_streaming(l).await;
     let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("good"), TOKEN).expect("token file");
+    (c, l, dir)
+}
+
+/// Requests of kind `op` the node `i` answered `ok`.
+fn ok_count(c: &Cluster, i: usize, op: &str) -> u64 {
+    c.shared(i)
+        .metrics
+        .client_requests_total
+        .with_label_values(&[op, "ok"])
+        .get()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn http_bench_writes_with_the_token_and_counts_refusals_as_errors() {
+    let (c, l, dir) = token_cluster().await;
     let good = dir.path().join("good");
     let bad = dir.path().join("bad");
-    std::fs::write(&good, TOKEN).expect("token file");
     std::fs::write(&bad, "not-the-token").expect("token file");
-    let put_ok = || {
-        c.shared(l)
-            .metrics
-            .client_requests_total
-            .with_label_values(&["put", "ok"])
-            .get()
-    };
+    let put_ok = || ok_count(&c, l, "put");
 
     // Through a follower's endpoint: the bench finds the leader and writes there.
     let f = (l + 1) % 3;
@@ -110,21 +120,9 @@ async fn http_bench_writes_with_the_token_and_counts_refusals_as_errors() {
 /// nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bench_op_append_writes_log_records_not_keys() {
-    let mut opts = Opts::new(3, "quorum");
-    opts.tweak = Some(tweak);
-    let c = Cluster::start(opts).await;
-    let l = c.wait_leader().await;
-    c.wait_streaming(l).await;
-    let dir = tempfile::tempdir().expect("tempdir");
+    let (c, l, dir) = token_cluster().await;
     let good = dir.path().join("good");
-    std::fs::write(&good, TOKEN).expect("token file");
-    let ok = |op: &str| {
-        c.shared(l)
-            .metrics
-            .client_requests_total
-            .with_label_values(&[op, "ok"])
-            .get()
-    };
+    let ok = |op: &str| ok_count(&c, l, op);
     let keys = c.shared(l).kv.read().len();
     let puts = ok("put") + ok("put_batch");
 
