@@ -451,7 +451,7 @@ impl Segment {
     /// segment's page cache is made of large folios. The kernel tracks dirtiness per
     /// folio, so every later small append dirtied a whole large folio and every
     /// `fdatasync` wrote it back whole: ~700 KB per write request instead of one
-    /// 4 KiB page, and flushes 4-7x slower. Records already appended stay in the page
+    /// 4 KiB page, and flushes 3-8x slower. Records already appended stay in the page
     /// cache, so readers of this segment lose nothing; [`Segment::advise_sealed`]
     /// restores readahead once the writer has left it.
     ///
