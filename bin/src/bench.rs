@@ -139,9 +139,20 @@ pub struct BenchOpts {
     /// `wal.sync` of the local cluster: always (flush before ack) or never.
     #[arg(long, default_value = "always", value_parser = ["always", "never"])]
     pub wal_sync: String,
+    /// `runtime.worker_threads` of each local node. Default: the CPUs this process
+    /// may run on divided among the nodes (at least 1), since the local nodes and
+    /// this load generator share one machine.
+    #[arg(long)]
+    pub node_threads: Option<usize>,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// `runtime.worker_threads` for each of `nodes` local nodes sharing `cpus` CPUs:
+/// an even share, at least one.
+pub fn node_worker_threads(cpus: usize, nodes: usize) -> usize {
+    (cpus / nodes.max(1)).max(1)
 }
 
 /// Why the benchmark could not run.
@@ -291,6 +302,14 @@ impl Plan {
         };
         if duration.is_zero() {
             return Err(BenchError::Usage("--duration must be more than 0".into()));
+        }
+        if let Some(n) = a.node_threads {
+            if n == 0 || n as u64 > crate::config::MAX_WORKER_THREADS {
+                return Err(BenchError::Usage(format!(
+                    "--node-threads {n}: must be from 1 to {}",
+                    crate::config::MAX_WORKER_THREADS
+                )));
+            }
         }
         let mut protocols = Vec::new();
         for p in &a.protocol {
@@ -535,14 +554,19 @@ async fn run_plan(args: &BenchOpts, plan: &Plan) -> Result<i32, BenchError> {
         let target = if plan.existing {
             discover(args, &token).await?
         } else {
+            let threads = args.node_threads.unwrap_or_else(|| {
+                let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+                node_worker_threads(cpus, group.nodes)
+            });
             eprintln!(
-                "starting a local {}-node cluster, mode {}, wal.sync {}",
+                "starting a local {}-node cluster, mode {}, wal.sync {}, {threads} worker thread(s) per node",
                 group.nodes, group.mode, args.wal_sync
             );
             let c = LocalCluster::start(
                 group.nodes,
                 &group.mode,
                 &args.wal_sync,
+                threads,
                 args.dir.as_deref(),
                 args.keep,
             )?;
@@ -815,6 +839,7 @@ impl LocalCluster {
         n: usize,
         mode: &str,
         wal_sync: &str,
+        worker_threads: usize,
         parent: Option<&Path>,
         keep: bool,
     ) -> Result<LocalCluster, BenchError> {
@@ -879,7 +904,7 @@ impl LocalCluster {
         }
         for m in &nodes {
             let cfg = format!(
-                "cluster_id = \"bench\"\nnode_id = \"{id}\"\ndata_dir = \"{dd}\"\nlisten = \"{addr}\"\nhttp_listen = \"{http}\"\n{members}\n[replication]\nmode = \"{mode}\"\nack_timeout = \"10s\"\n\n[wal]\nsync = \"{wal_sync}\"\nmax_retained = \"2GiB\"\n",
+                "cluster_id = \"bench\"\nnode_id = \"{id}\"\ndata_dir = \"{dd}\"\nlisten = \"{addr}\"\nhttp_listen = \"{http}\"\n{members}\n[replication]\nmode = \"{mode}\"\nack_timeout = \"10s\"\n\n[wal]\nsync = \"{wal_sync}\"\nmax_retained = \"2GiB\"\n\n[runtime]\nworker_threads = {worker_threads}\n",
                 id = m.id,
                 dd = m.data_dir.display(),
                 addr = m.addr,
@@ -1851,6 +1876,15 @@ mod tests {
         .unwrap();
         assert_eq!(p.groups[0].1.len(), 4);
         assert_eq!(p.groups[0].1[3].value_size, 4096);
+    }
+
+    #[test]
+    fn local_nodes_share_the_cpus_with_at_least_one_thread_each() {
+        assert_eq!(node_worker_threads(2, 3), 1);
+        assert_eq!(node_worker_threads(2, 1), 2);
+        assert_eq!(node_worker_threads(8, 3), 2);
+        assert_eq!(node_worker_threads(1, 3), 1);
+        assert_eq!(node_worker_threads(4, 0), 4);
     }
 
     #[test]

@@ -248,7 +248,22 @@ pub struct Config {
     pub security: SecurityConfig,
     /// `[limits]`.
     pub limits: LimitsConfig,
+    /// `[runtime]`.
+    pub runtime: RuntimeConfig,
 }
+
+/// `[runtime]`: how many threads the node's async runtime runs its tasks on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuntimeConfig {
+    /// Worker threads of the async runtime (connections, replication streams,
+    /// HTTP, elections). `None` (the default): one per CPU this process may run
+    /// on. Blocking work (the WAL flusher, fdatasyncs handed off, checkpoints)
+    /// runs on threads of its own, whatever this is.
+    pub worker_threads: Option<usize>,
+}
+
+/// Largest `runtime.worker_threads`.
+pub const MAX_WORKER_THREADS: u64 = 1024;
 
 impl Config {
     /// This node's member entry.
@@ -325,6 +340,14 @@ struct RawConfig {
     security: RawSecurity,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    runtime: RawRuntime,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawRuntime {
+    worker_threads: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -789,6 +812,12 @@ impl RawConfig {
             return Err(bad("data_dir", "", "must not be empty"));
         }
         let limits = self.limits.validate(segment_size)?;
+        let runtime = RuntimeConfig {
+            worker_threads: match self.runtime.worker_threads {
+                None => None,
+                Some(n) => Some(count("runtime.worker_threads", n, 1, MAX_WORKER_THREADS)?),
+            },
+        };
 
         Ok(Config {
             cluster_id: self.cluster_id,
@@ -820,6 +849,7 @@ impl RawConfig {
             checkpoint,
             security: SecurityConfig { token, tls },
             limits,
+            runtime,
         })
     }
 }
@@ -1037,6 +1067,24 @@ http = "127.0.0.1:7480"
         assert!(e.to_string().contains("node_id"), "{e}");
         let e = parse(&MIN.replace("addr = \"127.0.0.1:7400\"", "addr = \"nowhere\"")).unwrap_err();
         assert!(e.to_string().contains("members[0].addr"), "{e}");
+    }
+
+    #[test]
+    fn runtime_worker_threads_default_to_the_cpus_and_are_bounded() {
+        assert_eq!(parse(MIN).unwrap().runtime.worker_threads, None);
+        let c = parse(&format!("{MIN}\n[runtime]\nworker_threads = 1\n")).unwrap();
+        assert_eq!(c.runtime.worker_threads, Some(1));
+        for bad_count in ["0", "1025"] {
+            let e = parse(&format!("{MIN}\n[runtime]\nworker_threads = {bad_count}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("runtime.worker_threads") && e.contains(bad_count),
+                "{e}"
+            );
+        }
+        let e = parse(&format!("{MIN}\n[runtime]\nthreads = 2\n")).unwrap_err();
+        assert!(e.to_string().contains("threads"), "{e}");
     }
 
     #[test]

@@ -30,27 +30,41 @@ fn main() {
             std::process::exit(code);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // `serve` reads its config before the runtime starts: `[runtime]` sizes it.
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    let node_config = match &cli.command {
+        Command::Serve { config, log_format } => {
+            init_logs(log_format == "json");
+            let cfg = match walship::node::serve::load(config) {
+                Ok(cfg) => cfg,
+                Err(code) => std::process::exit(code),
+            };
+            if let Some(n) = cfg.runtime.worker_threads {
+                builder.worker_threads(n);
+            }
+            Some(cfg)
+        }
+        _ => None,
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("walship: cannot start the async runtime: {e}");
             std::process::exit(commands::EXIT_FAILED);
         }
     };
-    let code = rt.block_on(run(cli));
+    let code = match node_config {
+        Some(cfg) => rt.block_on(walship::node::serve::serve_config(cfg)),
+        None => rt.block_on(run(cli)),
+    };
     rt.shutdown_timeout(std::time::Duration::from_secs(2));
     std::process::exit(code);
 }
 
 async fn run(cli: Cli) -> i32 {
     match cli.command {
-        Command::Serve { config, log_format } => {
-            init_logs(log_format == "json");
-            walship::node::serve::serve(&config).await
-        }
+        // Run by `main` itself (its config sizes the runtime).
+        Command::Serve { config, .. } => walship::node::serve::serve(&config).await,
         Command::Demo { nodes, dir, keep } => walship::demo::run(nodes, dir, keep).await,
         Command::Status {
             json,

@@ -6,16 +6,31 @@ use std::path::Path;
 use crate::commands::{EXIT_FAILED, EXIT_USAGE};
 use crate::config::Config;
 
-/// Run a node; returns the exit status.
+/// Read and validate the config file; on error, log it (naming the key) and
+/// return the exit status (2).
+pub fn load(path: &Path) -> Result<Config, i32> {
+    Config::load(path).map_err(|e| {
+        tracing::error!("{e}");
+        eprintln!("walship: {e}");
+        EXIT_USAGE
+    })
+}
+
+/// Run a node from its config file; returns the exit status.
 pub async fn serve(path: &Path) -> i32 {
-    let cfg = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("walship: {e}");
-            return EXIT_USAGE;
-        }
-    };
+    match load(path) {
+        Ok(cfg) => serve_config(cfg).await,
+        Err(code) => code,
+    }
+}
+
+/// Run a node with a validated config until SIGTERM/SIGINT or a fatal error;
+/// returns the exit status.
+pub async fn serve_config(cfg: Config) -> i32 {
+    tracing::info!(
+        worker_threads = tokio::runtime::Handle::current().metrics().num_workers(),
+        "async runtime started (runtime.worker_threads; default one per CPU)"
+    );
     let mut node = match super::start::start(cfg).await {
         Ok(n) => n,
         Err(e) => {
