@@ -522,6 +522,9 @@ struct RunResult {
     p50_over_floor: Option<f64>,
     /// One-client runs with --floor: the floor measured around this run.
     floor: Option<Floor>,
+    /// `runtime.worker_threads` of each node of the local cluster (None: an
+    /// existing cluster's own setting, unknown here).
+    node_worker_threads: Option<usize>,
 }
 
 #[derive(Debug, Serialize)]
@@ -551,6 +554,7 @@ async fn run_plan(args: &BenchOpts, plan: &Plan) -> Result<i32, BenchError> {
     for (group, runs) in &plan.groups {
         // The guard lives until this group's runs are done; Drop kills the nodes.
         let mut cluster: Option<LocalCluster> = None;
+        let mut node_threads: Option<usize> = None;
         let target = if plan.existing {
             discover(args, &token).await?
         } else {
@@ -558,6 +562,7 @@ async fn run_plan(args: &BenchOpts, plan: &Plan) -> Result<i32, BenchError> {
                 let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
                 node_worker_threads(cpus, group.nodes)
             });
+            node_threads = Some(threads);
             eprintln!(
                 "starting a local {}-node cluster, mode {}, wal.sync {}, {threads} worker thread(s) per node",
                 group.nodes, group.mode, args.wal_sync
@@ -631,6 +636,8 @@ async fn run_plan(args: &BenchOpts, plan: &Plan) -> Result<i32, BenchError> {
                 .await?
                 .0
             };
+            let mut r = r;
+            r.node_worker_threads = node_threads;
             print_result_line(&r, results.is_empty());
             results.push(r);
         }
@@ -1391,6 +1398,7 @@ async fn run_one(
         leader_wal_mb_s: leader_wal,
         p50_over_floor: None,
         floor: None,
+        node_worker_threads: None,
     };
     r.set_latencies(&hist);
     Ok((r, hist))

@@ -210,3 +210,62 @@ async fn bench_keep_leaves_the_local_cluster_directory() {
     assert!(kept[0].join("n1").is_dir(), "data dir kept: {kept:?}");
     assert!(kept[0].join("n1.log").is_file(), "node log kept: {kept:?}");
 }
+
+/// `--node-threads N` becomes each local node's `runtime.worker_threads`: the
+/// node runs with it (its start log) and the JSON report records it; 0 is a
+/// usage error (exit 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_node_threads_reach_the_local_nodes() {
+    let parent = tempfile::tempdir().expect("tempdir");
+    let json = parent.path().join("r.json");
+    let exe = env!("CARGO_BIN_EXE_walship");
+    let mut cmd = Command::new(exe);
+    cmd.args(["bench", "--nodes", "1", "--mode", "async", "--clients", "1"])
+        .args(["--duration", "300ms", "--warmup", "0s", "--quiet", "--keep"])
+        .args(["--node-threads", "1", "--json"])
+        .arg(&json)
+        .arg("--dir")
+        .arg(parent.path());
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("join")
+        .expect("run walship bench");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("JSON written"))
+            .expect("bench JSON");
+    assert_eq!(v["runs"][0]["node_worker_threads"], 1, "{v}");
+    let cluster = std::fs::read_dir(parent.path())
+        .expect("read parent")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.is_dir())
+        .expect("kept cluster directory");
+    let raw = std::fs::read_to_string(cluster.join("n1.log")).expect("node log");
+    // Without the terminal colours (ESC [ ... m) the node may write.
+    let mut log = String::new();
+    let mut in_escape = false;
+    for c in raw.chars() {
+        match (in_escape, c) {
+            (false, '\x1b') => in_escape = true,
+            (false, c) => log.push(c),
+            (true, 'm') => in_escape = false,
+            (true, _) => {}
+        }
+    }
+    assert!(
+        log.lines()
+            .any(|l| l.contains("async runtime started") && l.contains("worker_threads=1")),
+        "{log}"
+    );
+
+    let out = Command::new(exe)
+        .args(["bench", "--nodes", "1", "--node-threads", "0", "--quiet"])
+        .output()
+        .expect("run walship bench");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--node-threads"));
+}
