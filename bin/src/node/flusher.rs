@@ -163,6 +163,7 @@ mod tests {
 
     /// Scheduling policy of this process's thread named `name` (field 41 of
     /// /proc/self/task/TID/stat).
+    #[cfg(target_os = "linux")]
     fn policy_of(name: &str) -> Option<u32> {
         for t in std::fs::read_dir("/proc/self/task").ok()? {
             let dir = t.ok()?.path();
@@ -179,6 +180,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")]
     fn the_flusher_thread_runs_without_wakeup_preemption() {
         let dir = tempfile::tempdir().unwrap();
         let (wal, _) = wal::Wal::open(
