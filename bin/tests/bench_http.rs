@@ -161,6 +161,19 @@ async fn bench_op_append_writes_log_records_not_keys() {
     c.shutdown().await;
 }
 
+/// Run a `walship bench` command off the async threads; it must exit 0.
+async fn succeeds(mut cmd: Command) {
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .expect("join")
+        .expect("run walship bench");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `--keep` leaves the local cluster's directory (data dirs and node logs) in
 /// place after the run; without it the directory is removed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,28 +196,10 @@ async fn bench_keep_leaves_the_local_cluster_directory() {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .collect()
     };
-    let mut cmd = run(false);
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .expect("join")
-        .expect("run walship bench");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeds(run(false)).await;
     assert!(dirs().is_empty(), "removed without --keep: {:?}", dirs());
 
-    let mut cmd = run(true);
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .expect("join")
-        .expect("run walship bench");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeds(run(true)).await;
     let kept = dirs();
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert!(kept[0].join("n1").is_dir(), "data dir kept: {kept:?}");
@@ -226,15 +221,7 @@ async fn bench_node_threads_reach_the_local_nodes() {
         .arg(&json)
         .arg("--dir")
         .arg(parent.path());
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .expect("join")
-        .expect("run walship bench");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeds(cmd).await;
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).expect("JSON written"))
             .expect("bench JSON");
