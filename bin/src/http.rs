@@ -289,9 +289,14 @@ fn lsn_header(lsn: u64) -> HeaderValue {
     HeaderValue::from_bytes(&buf[..n]).unwrap_or(HeaderValue::from_static("0/0"))
 }
 
-fn with_lsn<B>(shared: &Shared, mut r: axum::http::Response<B>) -> axum::http::Response<B> {
-    r.headers_mut()
-        .insert(WALSHIP_LSN, lsn_header(shared.applied_lsn()));
+fn with_lsn<B>(shared: &Shared, r: axum::http::Response<B>) -> axum::http::Response<B> {
+    with_state_lsn(r, shared.applied_lsn())
+}
+
+/// The `Walship-Lsn` header set to `lsn`: for a read, the applied LSN of the
+/// state the answer was taken from (read under the same lock).
+fn with_state_lsn<B>(mut r: axum::http::Response<B>, lsn: u64) -> axum::http::Response<B> {
+    r.headers_mut().insert(WALSHIP_LSN, lsn_header(lsn));
     r
 }
 
@@ -628,7 +633,32 @@ async fn kv_get(
             );
         }
     }
-    let value = shared.kv.read().get(key.as_bytes());
+    // The value and the LSN of the state it was read from, under one lock: the
+    // published applied LSN trails the map (it is raised after each applied
+    // batch), and a token older than the value would not be a consistent prefix.
+    let (value, applied) = {
+        let kv = shared.kv.read();
+        (
+            kv.get(key.as_bytes()),
+            receiver::state::StateMachine::applied_lsn(&*kv),
+        )
+    };
+    if applied < min_lsn {
+        // Only after the state was rewound (a cut tail) since the wait above.
+        shared.metrics.client_request("get", "wait_timeout");
+        return with_state_lsn(
+            error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "wait_timeout",
+                format!(
+                    "this node's state is at {} (rewound), below min_lsn {}",
+                    wal::Lsn(applied),
+                    wal::Lsn(min_lsn)
+                ),
+            ),
+            applied,
+        );
+    }
     let resp = match value {
         Some(v) => {
             shared.metrics.client_request("get", "ok");
@@ -643,7 +673,7 @@ async fn kv_get(
             )
         }
     };
-    with_lsn(&shared, resp)
+    with_state_lsn(resp, applied)
 }
 
 #[derive(Deserialize)]
