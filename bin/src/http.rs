@@ -633,28 +633,15 @@ async fn kv_get(
             );
         }
     }
-    // The value and the LSN of the state it was read from, under one lock: the
-    // published applied LSN trails the map (it is raised after each applied
-    // batch), and a token older than the value would not be a consistent prefix.
-    let (value, applied) = {
-        let kv = shared.kv.read();
-        (
-            kv.get(key.as_bytes()),
-            receiver::state::StateMachine::applied_lsn(&*kv),
-        )
-    };
+    // A token older than the value would not be a consistent prefix.
+    let (value, applied) = shared.read_value(key.as_bytes());
     if applied < min_lsn {
-        // Only after the state was rewound (a cut tail) since the wait above.
         shared.metrics.client_request("get", "wait_timeout");
         return with_state_lsn(
             error(
                 StatusCode::GATEWAY_TIMEOUT,
                 "wait_timeout",
-                format!(
-                    "this node's state is at {} (rewound), below min_lsn {}",
-                    wal::Lsn(applied),
-                    wal::Lsn(min_lsn)
-                ),
+                Shared::rewound_below(applied, min_lsn),
             ),
             applied,
         );

@@ -539,24 +539,16 @@ pub async fn handle_client_op(shared: &Shared, op: ClientOp) -> ClientResult {
             };
             let res = match r {
                 Ok(_) => {
-                    // The value and the LSN of the state it was read from, under
-                    // one lock (the published applied LSN trails the map).
-                    let kv = shared.kv.read();
-                    let applied = receiver::state::StateMachine::applied_lsn(&*kv);
+                    let (value, applied) = shared.read_value(&key);
                     if applied < min_lsn {
-                        // Only after the state was rewound (a cut tail) since the wait.
                         ClientResult::Error {
                             code: ErrorCode::WaitTimeout,
-                            message: format!(
-                                "this node's state is at {} (rewound), below min_lsn {}",
-                                wal::Lsn(applied),
-                                wal::Lsn(min_lsn)
-                            ),
+                            message: Shared::rewound_below(applied, min_lsn),
                             leader: None,
                         }
                     } else {
                         ClientResult::Value {
-                            value: kv.get(&key),
+                            value,
                             applied_lsn: applied,
                         }
                     }

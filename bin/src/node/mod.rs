@@ -227,9 +227,30 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Applied LSN of this node.
+    /// Applied LSN of this node (published after each applied batch, so for a
+    /// moment it may trail the state: a read answers with [`Shared::read_value`]).
     pub fn applied_lsn(&self) -> u64 {
         *self.applied_tx.borrow()
+    }
+
+    /// The value of `key` and the applied LSN of the state it was read from,
+    /// taken under one lock: the LSN token of a read names exactly that state.
+    pub fn read_value(&self, key: &[u8]) -> (Option<bytes::Bytes>, u64) {
+        let kv = self.kv.read();
+        (
+            kv.get(key),
+            receiver::state::StateMachine::applied_lsn(&*kv),
+        )
+    }
+
+    /// Why a read is refused when the state it would read from is below
+    /// `min_lsn` after the wait (only after the state was rewound: a cut tail).
+    pub fn rewound_below(applied: u64, min_lsn: u64) -> String {
+        format!(
+            "this node's state is at {} (rewound), below min_lsn {}",
+            wal::Lsn(applied),
+            wal::Lsn(min_lsn)
+        )
     }
 
     /// Commit LSN this node knows.
