@@ -145,7 +145,7 @@ mod wal;
 pub use error::WalError;
 pub use history::{fork_point, term_at, TermSpan, TERM_HISTORY_FILE};
 pub use lsn::Lsn;
-pub use reader::{RecordRef, WalReader};
+pub use reader::{RecordRef, SharedPayload, WalReader};
 pub use record::kind;
 pub use wal::{Appended, RecoveryReport, TruncateReport, Wal, WalLockWatch, WalOptions};
 

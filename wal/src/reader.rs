@@ -32,12 +32,54 @@ pub struct WalReader {
     inner: Arc<Inner>,
     pos: u64,
     seg: Option<Arc<Segment>>,
+    /// `Inner::generation` when `seg` was looked up.
+    generation: u64,
     with_padding: bool,
 }
 
-fn segment_for(inner: &Inner, cached: &mut Option<Arc<Segment>>, pos: u64) -> Result<(), WalError> {
+/// A record's payload that owns a share of the segment mapping holding it: no
+/// copy is made, and the bytes stay valid and unchanged for as long as the
+/// `Bytes` (or any clone or slice of it) lives, even after the segment is removed
+/// from the WAL or the log is truncated (segment.rs: published bytes are never
+/// modified; a removed segment's file lives on, unlinked, while it is mapped).
+///
+/// Holding one keeps its whole segment file's disk blocks allocated after the WAL
+/// has removed it: `segment` says which segment, so a holder can account for that.
+#[derive(Clone, Debug)]
+pub struct SharedPayload {
+    /// The payload bytes.
+    pub bytes: bytes::Bytes,
+    /// Start LSN of the segment file whose mapping holds them.
+    pub segment: Lsn,
+}
+
+/// Owner of a payload slice inside a segment mapping (see [`SharedPayload`]).
+struct MappedSlice {
+    seg: Arc<Segment>,
+    off: usize,
+    len: usize,
+}
+
+impl AsRef<[u8]> for MappedSlice {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: the range was below the published write_lsn when this was made,
+        // and published bytes of a mapping are never modified (segment.rs); the
+        // Arc keeps the mapping alive.
+        unsafe { &self.seg.bytes()[self.off..self.off + self.len] }
+    }
+}
+
+fn segment_for(
+    inner: &Inner,
+    cached: &mut Option<Arc<Segment>>,
+    generation: &mut u64,
+    pos: u64,
+) -> Result<(), WalError> {
+    // Loaded after the caller's Acquire load of write_lsn: a write LSN published
+    // after a truncation or reset comes with its generation bump.
+    let g = inner.generation.load(Ordering::Acquire);
     if let Some(s) = cached {
-        if s.start <= pos && pos < s.end() {
+        if s.start <= pos && pos < s.end() && g == *generation {
             return Ok(());
         }
     }
@@ -45,6 +87,7 @@ fn segment_for(inner: &Inner, cached: &mut Option<Arc<Segment>>, pos: u64) -> Re
     match inner.segments.read().get(&start) {
         Some(s) => {
             *cached = Some(s.clone());
+            *generation = g;
             Ok(())
         }
         None => Err(WalError::NotRetained {
@@ -84,8 +127,9 @@ impl WalReader {
     pub(crate) fn new(inner: Arc<Inner>, from: u64) -> Result<WalReader, WalError> {
         let wl = check_range(&inner, from)?;
         let mut seg = None;
+        let mut generation = 0;
         if from < wl {
-            segment_for(&inner, &mut seg, from)?;
+            segment_for(&inner, &mut seg, &mut generation, from)?;
             if let Some(s) = &seg {
                 let off = from - s.start;
                 let lim = wl.min(s.end()) - s.start;
@@ -103,6 +147,7 @@ impl WalReader {
             inner,
             pos: from,
             seg,
+            generation,
             with_padding: false,
         })
     }
@@ -136,7 +181,7 @@ impl WalReader {
                     Lsn(wl)
                 ))));
             }
-            if let Err(e) = segment_for(inner, &mut self.seg, self.pos) {
+            if let Err(e) = segment_for(inner, &mut self.seg, &mut self.generation, self.pos) {
                 return Some(Err(e));
             }
             let s = self.seg.as_ref()?;
@@ -178,6 +223,43 @@ impl WalReader {
     }
 }
 
+impl WalReader {
+    /// [`WalReader::next`], with the record's payload also as a [`SharedPayload`]
+    /// (no copy: a share of the segment mapping; see there for what holding it
+    /// keeps alive).
+    #[allow(clippy::type_complexity)]
+    pub fn next_shared(&mut self) -> Option<Result<(RecordRef<'_>, SharedPayload), WalError>> {
+        let (lsn, end, term, kind, crc, len) = match self.next()? {
+            Ok(r) => (r.lsn, r.end, r.term, r.kind, r.crc, r.payload.len()),
+            Err(e) => return Some(Err(e)),
+        };
+        // `next` just read the record through `self.seg`.
+        let s = self.seg.as_ref()?;
+        let off = (lsn.0 - s.start) as usize + HEADER_LEN;
+        let shared = SharedPayload {
+            bytes: bytes::Bytes::from_owner(MappedSlice {
+                seg: s.clone(),
+                off,
+                len,
+            }),
+            segment: Lsn(s.start),
+        };
+        // SAFETY: as in `next` (bytes below the published write_lsn, never modified).
+        let payload = unsafe { &s.bytes()[off..off + len] };
+        Some(Ok((
+            RecordRef {
+                lsn,
+                end,
+                term,
+                kind,
+                crc,
+                payload,
+            },
+            shared,
+        )))
+    }
+}
+
 pub(crate) fn read_raw(
     inner: &Inner,
     from: u64,
@@ -189,7 +271,7 @@ pub(crate) fn read_raw(
         return Ok(from);
     }
     let mut seg = None;
-    segment_for(inner, &mut seg, from)?;
+    segment_for(inner, &mut seg, &mut 0, from)?;
     let Some(s) = seg else {
         return Ok(from);
     };

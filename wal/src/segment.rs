@@ -9,9 +9,13 @@
 //!   `write_lsn`; it publishes new bytes by storing `write_lsn` with Release
 //!   ordering after the copy. Readers load `write_lsn` with Acquire and only form
 //!   `&[u8]` slices below it, so they never observe bytes being written.
-//! * Bytes below `write_lsn` are modified only by `truncate_after`/`reset`, which
-//!   first lower `write_lsn`; callers must not hold `RecordRef`s into a range they
-//!   truncate (documented on those methods).
+//! * Bytes below `write_lsn` are never modified, by anyone, for as long as the
+//!   mapping lives. `truncate_after` does not rewrite the tail of the segment it
+//!   cuts: it writes the kept prefix into a fresh file and renames it over the old
+//!   one ([`Segment::create_with_prefix`]), so the old mapping keeps the old bytes;
+//!   `reset` only unlinks. This is what lets a [`crate::SharedPayload`] keep a
+//!   slice of the mapping as a value for as long as it likes. (Recovery zeroes a
+//!   torn tail in place, but it runs inside `Wal::open`, before anyone can read.)
 //! * The mapping is owned by an `Arc<Segment>`: readers holding the Arc keep it
 //!   mapped even after the segment is removed from the WAL.
 //! * The touch-ahead thread (`toucher.rs`) also accesses the mapping, only beyond
@@ -191,6 +195,22 @@ impl Segment {
         zero_fill: bool,
         populate: bool,
     ) -> Result<Segment, WalError> {
+        Segment::create_with_prefix(dir, start, size, zero_fill, populate, &[])
+    }
+
+    /// [`Segment::create`], with `prefix` written at offset 0 before the file is
+    /// fsynced and renamed into place: the file appears under its name complete
+    /// (prefix, then zeros) or not at all. A file of the same name is replaced
+    /// atomically by the rename (its inode, and any mapping of it, live on).
+    pub fn create_with_prefix(
+        dir: &Path,
+        start: u64,
+        size: u64,
+        zero_fill: bool,
+        populate: bool,
+        prefix: &[u8],
+    ) -> Result<Segment, WalError> {
+        debug_assert!(prefix.len() as u64 <= size);
         let path = dir.join(file_name(start));
         let tmp = dir.join(format!("{}.tmp", file_name(start)));
         let _ = std::fs::remove_file(&tmp);
@@ -219,6 +239,16 @@ impl Segment {
                         .map_err(|e| WalError::io(&tmp, e))?;
                     off += n as u64;
                 }
+            }
+            if !prefix.is_empty() {
+                use std::os::unix::fs::FileExt;
+                file.write_all_at(prefix, 0)
+                    .map_err(|e| match e.raw_os_error() {
+                        Some(libc::ENOSPC) | Some(libc::EDQUOT) => {
+                            WalError::NoSpace { path: path.clone() }
+                        }
+                        _ => WalError::io(&tmp, e),
+                    })?;
             }
             fp::io(fp::SEGMENT_FSYNC, &tmp).map_err(|e| WalError::io(&tmp, e))?;
             file.sync_all().map_err(|e| WalError::io(&tmp, e))?;

@@ -165,6 +165,11 @@ pub(crate) struct Inner {
     poison_cause: Mutex<String>,
     /// Every retained segment by start LSN (readers, flush, retention).
     pub segments: RwLock<BTreeMap<u64, Arc<Segment>>>,
+    /// Bumped (Release) each time `truncate_after` or `reset` puts a new file in
+    /// place of a segment a reader may have cached; readers that load it (Acquire)
+    /// after the write LSN and see a change look the segment up again, so they
+    /// never read records appended after a cut through the replaced mapping.
+    pub generation: AtomicU64,
     pub writer: Mutex<Writer>,
     /// Group-commit leadership, also taken by truncate/reset (order: flush gate,
     /// then writer mutex, then history mutex).
@@ -784,6 +789,7 @@ impl Wal {
             poisoned: AtomicBool::new(false),
             poison_cause: Mutex::new(String::new()),
             segments: RwLock::new(segs),
+            generation: AtomicU64::new(0),
             writer: Mutex::new(Writer {
                 cur,
                 pos: rec.write_lsn,
@@ -1307,10 +1313,14 @@ impl Wal {
     }
 
     /// Drops the records in `[lsn, write_lsn)`: `lsn` must be a record boundary in
-    /// `[first_lsn, write_lsn]`. Later segments are deleted, the tail of the segment
-    /// holding `lsn` is zeroed, then fdatasync and directory fsync, so recovery cannot
-    /// resurrect the removed records; term history entries at or after `lsn` are
-    /// dropped. Callers must not hold `RecordRef`s into the removed range.
+    /// `[first_lsn, write_lsn]`. Later segments are deleted, and the segment holding
+    /// `lsn` is replaced by a fresh file holding only its bytes before `lsn` (written
+    /// and fsynced before it is renamed over the old one; then the directory is
+    /// fsynced), so recovery cannot resurrect the removed records; term history
+    /// entries at or after `lsn` are dropped. Nothing already published is modified
+    /// in place: a [`crate::SharedPayload`] or `RecordRef` from before the cut keeps
+    /// its bytes, and readers notice the replacement (see `Inner::generation`).
+    /// Costs a copy of the kept part of the cut segment (at most one segment).
     pub fn truncate_after(&self, lsn: Lsn) -> Result<TruncateReport, WalError> {
         self.check_poisoned()?;
         let inner = &*self.inner;
@@ -1390,7 +1400,7 @@ impl Wal {
             )));
         }
         // From here on the files change; a failure poisons the WAL.
-        let res = (|| -> Result<usize, WalError> {
+        let res = (|| -> Result<(usize, Arc<Segment>), WalError> {
             w.drain(inner);
             inner.write_lsn.store(lsn.0, Ordering::Release);
             let mut removed = 0;
@@ -1405,14 +1415,30 @@ impl Wal {
                 }
             }
             segment::sync_dir(&inner.dir)?;
-            // SAFETY: write_lsn lowered first; the caller holds no RecordRef in the
-            // removed range (documented contract).
-            unsafe { target.zero_tail_durably(lsn.0 - target.start)? };
-            target.advise_append(lsn.0 - target.start);
-            target.prefault_read(lsn.0 - target.start);
-            Ok(removed)
+            // The cut segment is replaced, not rewritten: its kept prefix goes into
+            // a fresh file renamed over it (durable before the rename), so every
+            // byte ever published in the old mapping stays as it was for whoever
+            // still maps it (shared payloads, readers), and the cut tail is gone
+            // from the file system the moment the rename is durable.
+            let keep = (lsn.0 - target.start) as usize;
+            // SAFETY: bytes below the cut are below the published write_lsn and
+            // never modified.
+            let prefix = unsafe { &target.bytes()[..keep] };
+            let fresh = Arc::new(Segment::create_with_prefix(
+                &inner.dir,
+                target.start,
+                size,
+                inner.zero_fill,
+                false,
+                prefix,
+            )?);
+            inner.segments.write().insert(fresh.start, fresh.clone());
+            inner.generation.fetch_add(1, Ordering::Release);
+            fresh.advise_append(lsn.0 - fresh.start);
+            fresh.prefault_read(lsn.0 - fresh.start);
+            Ok((removed, fresh))
         })();
-        let removed = match res {
+        let (removed, target) = match res {
             Ok(r) => r,
             Err(e) => {
                 self.poison(&e);
@@ -1598,6 +1624,7 @@ impl Wal {
                 inner.populate(),
             )?);
             inner.segments.write().insert(seg.start, seg.clone());
+            inner.generation.fetch_add(1, Ordering::Release);
             Ok(seg)
         })();
         let seg = match res {

@@ -141,14 +141,14 @@ fn failed_fdatasync_fails_every_group_commit_waiter() {
 #[test]
 fn failed_directory_or_history_fsync_poisons() {
     let s = FailScenario::setup();
-    // truncate_after: the fdatasync of the zeroed tail
+    // truncate_after: the fsync of the replacement for the cut segment
     {
         let d = tempfile::tempdir().unwrap();
         let (w, _) = open(d.path());
         let recs = fill(&w, 1, 10, 100);
-        cfg(fp::SEGMENT_FDATASYNC, "return(EIO)");
+        cfg(fp::SEGMENT_FSYNC, "return(EIO)");
         assert!(w.truncate_after(recs[5].0).is_err());
-        fail::remove(fp::SEGMENT_FDATASYNC);
+        fail::remove(fp::SEGMENT_FSYNC);
         assert!(w.poison_cause().is_some());
         drop(w);
         let (w, _) = open(d.path());

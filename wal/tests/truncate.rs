@@ -301,3 +301,61 @@ fn fork_point_against_a_real_log() {
     assert_eq!(old.term_history(), new.term_history());
     assert_eq!(read_all(&old, Lsn(0)), read_all(&new, Lsn(0)));
 }
+
+/// Published bytes are never rewritten: a shared payload taken before a cut keeps
+/// its bytes after the cut, after new records are written over the same LSNs, and
+/// after its segment is removed; a reader that cached the cut segment reads the
+/// records appended after the cut, not the old ones.
+#[test]
+fn shared_payloads_and_cached_readers_survive_a_cut_and_rewrite() {
+    let d = tempfile::tempdir().unwrap();
+    let (w, _) = open(d.path());
+    let a = fill(&w, 20, 1);
+    w.flush(w.write_lsn()).unwrap();
+    // Shared payloads of every record, and a reader that has cached the segment.
+    let mut r = w.reader(Lsn(0)).unwrap();
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        let (rec, shared) = r.next_shared().unwrap().unwrap();
+        assert_eq!(rec.payload, &shared.bytes[..]);
+        assert_eq!(shared.segment, Lsn(0));
+        held.push((rec.lsn, shared.bytes.to_vec(), shared));
+    }
+    let mut behind = w.reader(a[5].lsn).unwrap();
+    assert_eq!(behind.next().unwrap().unwrap().lsn, a[5].lsn);
+    // Cut after record 10 and write different records over the same LSNs.
+    w.truncate_after(a[10].lsn).unwrap();
+    let b: Vec<Appended> = (0..10)
+        .map(|i| w.append(2, 16, &payload(1000 + i, 777)).unwrap())
+        .collect();
+    assert_eq!(b[0].lsn, a[10].lsn);
+    w.flush(w.write_lsn()).unwrap();
+    for (lsn, copy, shared) in &held {
+        assert_eq!(&shared.bytes[..], &copy[..], "payload at {lsn} changed");
+    }
+    // The reader positioned before the cut reads records 6..10, then the new ones.
+    for want in &a[6..10] {
+        assert_eq!(behind.next().unwrap().unwrap().lsn, want.lsn);
+    }
+    for (i, want) in b.iter().enumerate() {
+        let rec = behind.next().unwrap().unwrap();
+        assert_eq!((rec.lsn, rec.term), (want.lsn, 2));
+        assert_eq!(rec.payload, &payload(1000 + i as u64, 777)[..]);
+    }
+    assert!(behind.next().is_none());
+    // Reopened, the WAL holds the kept prefix and the new records only.
+    drop((r, behind));
+    drop(w);
+    let (w, _) = open(d.path());
+    let mut r = w.reader(Lsn(0)).unwrap();
+    let mut n = 0;
+    while let Some(rec) = r.next() {
+        let rec = rec.unwrap();
+        assert_eq!(rec.term, if n < 10 { 1 } else { 2 });
+        n += 1;
+    }
+    assert_eq!(n, 20);
+    for (lsn, copy, shared) in &held {
+        assert_eq!(&shared.bytes[..], &copy[..], "payload at {lsn} changed");
+    }
+}
