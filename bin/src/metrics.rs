@@ -88,6 +88,11 @@ pub struct Metrics {
     pub startup_replayed_records: IntGauge,
     /// WAL segments removed by retention.
     pub wal_removed_segments_total: IntCounter,
+    /// WAL segments removed by retention whose disk blocks are still held
+    /// because key-value values share them (at least half live).
+    pub kv_pinned_wal_segments: IntGauge,
+    /// Key-value value bytes copied out of sparse removed WAL segments.
+    pub kv_released_value_bytes_total: IntCounter,
     /// Per follower, WAL bytes it may still fall behind before it is cut loose
     /// (leader only; label `follower`).
     pub follower_safe_wal_size_bytes: IntGaugeVec,
@@ -137,6 +142,10 @@ struct HotHandles {
 
 fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     IntGaugeVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("metric {name}: {e}"))
+}
+
+fn gauge(name: &str, help: &str) -> IntGauge {
+    IntGauge::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"))
 }
 
 fn counter(name: &str, help: &str) -> IntCounter {
@@ -324,6 +333,14 @@ impl Metrics {
                 "walship_wal_removed_segments_total",
                 "WAL segments removed by retention",
             ),
+            kv_pinned_wal_segments: gauge(
+                "walship_kv_pinned_wal_segments",
+                "WAL segments removed by retention whose disk blocks key-value values still hold (each at least half live)",
+            ),
+            kv_released_value_bytes_total: counter(
+                "walship_kv_released_value_bytes_total",
+                "key-value value bytes copied out of removed WAL segments less than half live, to let them go",
+            ),
             follower_safe_wal_size_bytes: gauge_vec(
                 "walship_follower_safe_wal_size_bytes",
                 "WAL bytes the follower may still fall behind before it is cut loose (wal.max_retained)",
@@ -411,6 +428,8 @@ impl Metrics {
             Box::new(m.checkpoint_duration_seconds.clone()),
             Box::new(m.startup_replayed_records.clone()),
             Box::new(m.wal_removed_segments_total.clone()),
+            Box::new(m.kv_pinned_wal_segments.clone()),
+            Box::new(m.kv_released_value_bytes_total.clone()),
             Box::new(m.follower_safe_wal_size_bytes.clone()),
             Box::new(m.connections_refused_total.clone()),
             Box::new(m.open_connections.clone()),

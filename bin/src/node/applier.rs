@@ -151,18 +151,25 @@ fn apply_batch(shared: &Shared, limit: u64) -> Result<usize, ApplyError> {
     let mut reader = shared.wal.reader(wal::Lsn(from))?;
     let mut n = 0;
     while n < APPLY_BATCH_RECORDS {
-        let Some(rec) = reader.next() else { break };
-        let rec = rec?;
+        // Payloads as shares of the WAL mapping: the map keeps values without a
+        // copy (receiver::state::KvStore, "Where values live").
+        let Some(rec) = reader.next_shared() else {
+            break;
+        };
+        let (rec, shared) = rec?;
         if rec.end.0 > limit {
             break;
         }
-        kv.apply(&Applied {
-            lsn: rec.lsn.0,
-            end: rec.end.0,
-            term: rec.term,
-            kind: rec.kind,
-            payload: rec.payload,
-        });
+        kv.apply_shared(
+            &Applied {
+                lsn: rec.lsn.0,
+                end: rec.end.0,
+                term: rec.term,
+                kind: rec.kind,
+                payload: rec.payload,
+            },
+            &shared,
+        );
         if rec.end.0 <= replay_target {
             replayed += 1;
         }

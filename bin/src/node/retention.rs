@@ -41,6 +41,51 @@ use super::Shared;
 /// How often retention runs (also woken by every checkpoint).
 const PERIOD: Duration = Duration::from_millis(500);
 
+/// Let the key-value map go of WAL segments retention removed that are less than
+/// half live (their values are copied out), and publish how many removed segments
+/// it still holds (`KvStore::release_segments_below`). Runs every retention round,
+/// so a held segment is let go soon after overwrites bring it under half.
+async fn release_shared_segments(shared: &Arc<Shared>) {
+    let first = shared.wal.first_lsn().0;
+    let seg_size = shared.wal.segment_size();
+    let has_removed = shared
+        .kv
+        .read()
+        .shared_segments()
+        .range(..first)
+        .next()
+        .is_some();
+    if !has_removed {
+        shared.metrics.kv_pinned_wal_segments.set(0);
+        return;
+    }
+    let s = shared.clone();
+    // A pass over the map under its write lock when anything is copied: off the
+    // async threads.
+    let Ok(r) =
+        tokio::task::spawn_blocking(move || s.kv.write().release_segments_below(first, seg_size))
+            .await
+    else {
+        return;
+    };
+    shared
+        .metrics
+        .kv_pinned_wal_segments
+        .set(r.pinned_segments as i64);
+    if r.copied_values > 0 {
+        shared
+            .metrics
+            .kv_released_value_bytes_total
+            .inc_by(r.copied_bytes);
+        tracing::debug!(
+            values = r.copied_values,
+            bytes = r.copied_bytes,
+            pinned_segments = r.pinned_segments,
+            "copied key-value values out of removed WAL segments less than half live, letting their disk blocks go"
+        );
+    }
+}
+
 /// One member's retention figures (leader side).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberRetention {
@@ -186,6 +231,7 @@ pub async fn run(shared: Arc<Shared>) {
             // to do until the node is restarted (and no ERROR every period).
             return;
         }
+        release_shared_segments(&shared).await;
         let Some(target) = plan(&shared) else {
             continue;
         };
