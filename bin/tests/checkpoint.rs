@@ -561,3 +561,90 @@ async fn max_wal_applied_makes_every_node_checkpoint() {
     }
     c.shutdown().await;
 }
+
+/// Values are shares of the WAL mapping (no copy), and removed WAL segments they
+/// share are let go once less than half live: a state of new 4000-byte keys holds
+/// the segments retention removed (counted by `walship_kv_pinned_wal_segments`);
+/// overwriting nine keys in ten makes those segments sparse, the remaining values
+/// are copied out (`walship_kv_released_value_bytes_total`) and the count falls to
+/// 0. Every value stays right throughout, and after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shared_values_hold_removed_segments_until_sparse() {
+    let mut c = Cluster::start(Opts {
+        min_retained: "1MiB",
+        max_retained: "64MiB",
+        checkpoint_max_wal: "1MiB",
+        ..calm(one_node())
+    })
+    .await;
+    let l = c.wait_leader().await;
+    // ~8 MB of live values through 1 MiB segments.
+    let end = write_keys(&c, l, "s-", 2000, 4000).await;
+    wait_applied(&c, l, end).await;
+    let s = c.shared(l).clone();
+    assert!(
+        !s.kv.read().shared_segments().is_empty(),
+        "applied values share the WAL mapping"
+    );
+    // Retention removes WAL below the checkpoints; the values keep those segments.
+    let m = |name: &'static str| {
+        let s = s.clone();
+        move || {
+            s.metrics
+                .render()
+                .lines()
+                .find(|x| x.starts_with(name) && x[name.len()..].starts_with(' '))
+                .and_then(|x| x.rsplit(' ').next()?.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        }
+    };
+    let pinned = m("walship_kv_pinned_wal_segments");
+    let released = m("walship_kv_released_value_bytes_total");
+    wait_for("removed segments held by live values", WAIT, || {
+        pinned() >= 3.0
+    })
+    .await;
+    assert_eq!(released(), 0.0, "full segments are not copied out");
+    assert_keys(&c, l, "s-", 2000, 4000).await;
+    // Overwrite nine keys in ten with small values: the old segments drop under
+    // half live, the tenth keys' values are copied out, and nothing stays held.
+    let client = c.client(l).await;
+    let mut last = 0;
+    for i in (0..2000).filter(|i| i % 10 != 0) {
+        let (lsn, _) = client
+            .put(
+                format!("s-{i}"),
+                b"small".to_vec(),
+                proto::AckLevel::Default,
+            )
+            .await
+            .expect("overwrite");
+        last = lsn;
+    }
+    wait_applied(&c, l, last).await;
+    wait_for("sparse segments let go", WAIT, || pinned() == 0.0).await;
+    assert!(
+        released() >= 100.0 * 4000.0,
+        "the tenth keys' values were copied out: {}",
+        released()
+    );
+    let check = |c: &Cluster| {
+        let kv = c.shared(l).kv.read();
+        for i in 0..2000usize {
+            let v = kv.get(format!("s-{i}").as_bytes()).expect("key");
+            if i % 10 == 0 {
+                assert_eq!(&v[..], &vec![b'a' + (i % 26) as u8; 4000][..], "s-{i}");
+            } else {
+                assert_eq!(&v[..], b"small", "s-{i}");
+            }
+        }
+    };
+    check(&c);
+    // The node's shared state must go with the node (it holds the WAL's lock).
+    drop((s, pinned, released));
+    c.restart_node(l).await;
+    c.wait_leader().await;
+    wait_startup_done(&c, l).await;
+    check(&c);
+    c.shutdown().await;
+}
