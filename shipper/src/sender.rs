@@ -277,13 +277,10 @@ where
                 window_limited = true;
                 break;
             }
-            // A fresh buffer handed to the frame as it is (no second copy).
-            let want = usize::try_from(end - pos)
-                .unwrap_or(usize::MAX)
-                .min(ctx.max_chunk_bytes);
-            let mut buf: Vec<u8> = Vec::with_capacity(want);
-            let chunk_end = match wal.read_raw(wal::Lsn(pos), ctx.max_chunk_bytes, &mut buf) {
-                Ok(e) => e.0,
+            // A share of the WAL mapping handed to the frame encoder: no copy and
+            // no fresh buffer here (published WAL bytes never change).
+            let (chunk_end, buf) = match wal.read_shared(wal::Lsn(pos), ctx.max_chunk_bytes) {
+                Ok((e, b)) => (e.0, b),
                 Err(e) => {
                     tracing::error!(follower = %follower, at = %wal::Lsn(pos), error = %e, "cannot read WAL to ship; ending this replication session");
                     break 'session format!("cannot read WAL at {}: {e}", wal::Lsn(pos));
@@ -296,7 +293,7 @@ where
             let n = buf.len() as u64;
             let msg = Message::WalData {
                 start_lsn: pos,
-                bytes: bytes::Bytes::from(buf),
+                bytes: buf,
             };
             if let Err(e) = sink.feed(msg).await {
                 break 'session format!("cannot send WAL: {e}");

@@ -266,14 +266,50 @@ pub(crate) fn read_raw(
     max_bytes: usize,
     out: &mut Vec<u8>,
 ) -> Result<u64, WalError> {
+    match raw_range(inner, from, max_bytes)? {
+        None => Ok(from),
+        Some((s, a, b, end)) => {
+            // SAFETY: [a, b) is below the published write_lsn (raw_range).
+            out.extend_from_slice(unsafe { &s.bytes()[a..b] });
+            Ok(end)
+        }
+    }
+}
+
+/// [`read_raw`] without the copy: the raw bytes as a share of the segment mapping
+/// (see [`SharedPayload`] for what holding it keeps alive), and the end LSN.
+pub(crate) fn read_shared(
+    inner: &Inner,
+    from: u64,
+    max_bytes: usize,
+) -> Result<(u64, bytes::Bytes), WalError> {
+    match raw_range(inner, from, max_bytes)? {
+        None => Ok((from, bytes::Bytes::new())),
+        Some((seg, off, b, end)) => Ok((
+            end,
+            bytes::Bytes::from_owner(MappedSlice {
+                seg,
+                off,
+                len: b - off,
+            }),
+        )),
+    }
+}
+
+/// A segment, a byte range `[a, b)` in it, and the LSN that range ends at.
+type RawRange = (Arc<Segment>, usize, usize, u64);
+
+/// The segment and byte range in it of the whole records `read_raw` would copy
+/// from `from`, and their end LSN; None when nothing is there.
+fn raw_range(inner: &Inner, from: u64, max_bytes: usize) -> Result<Option<RawRange>, WalError> {
     let wl = check_range(inner, from)?;
     if from == wl {
-        return Ok(from);
+        return Ok(None);
     }
     let mut seg = None;
     segment_for(inner, &mut seg, &mut 0, from)?;
     let Some(s) = seg else {
-        return Ok(from);
+        return Ok(None);
     };
     let lim = wl.min(s.end());
     // SAFETY: bytes below the published write_lsn are immutable.
@@ -305,6 +341,5 @@ pub(crate) fn read_raw(
     }
     let a = (from - s.start) as usize;
     let b = (p - s.start) as usize;
-    out.extend_from_slice(&bytes[a..b]);
-    Ok(p)
+    Ok(Some((s, a, b, p)))
 }

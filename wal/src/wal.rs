@@ -1312,6 +1312,18 @@ impl Wal {
         crate::reader::read_raw(&self.inner, from.0, max_bytes, out).map(Lsn)
     }
 
+    /// [`Wal::read_raw`] without a copy: the same bytes as a zero-copy share of the
+    /// segment mapping (valid and unchanged for as long as it is held; see
+    /// [`crate::SharedPayload`]), with their end LSN (`from` and no bytes if
+    /// nothing is there).
+    pub fn read_shared(
+        &self,
+        from: Lsn,
+        max_bytes: usize,
+    ) -> Result<(Lsn, bytes::Bytes), WalError> {
+        crate::reader::read_shared(&self.inner, from.0, max_bytes).map(|(e, b)| (Lsn(e), b))
+    }
+
     /// Drops the records in `[lsn, write_lsn)`: `lsn` must be a record boundary in
     /// `[first_lsn, write_lsn]`. Later segments are deleted, and the segment holding
     /// `lsn` is replaced by a fresh file holding only its bytes before `lsn` (written
