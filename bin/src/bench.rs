@@ -107,6 +107,13 @@ pub struct BenchOpts {
     /// checkpoint). Default put.
     #[arg(long, default_value = "put")]
     pub op: String,
+    /// `--op put`: the number of distinct keys a run writes, cycled (once every
+    /// key was written, writes overwrite them): a replicated map of a bounded size
+    /// (keys × value size) instead of one that grows by every write. Shared
+    /// evenly among the clients; rounded down to whole requests per client. At
+    /// least clients × batch. Default: every key new.
+    #[arg(long)]
+    pub keys: Option<u64>,
     /// Also write the results as one JSON document to FILE.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -351,6 +358,19 @@ impl Plan {
                 )))
             }
         };
+        if let Some(k) = a.keys {
+            if op != WriteOp::Put {
+                return Err(BenchError::Usage(
+                    "--keys: only with --op put (log records have no keys)".into(),
+                ));
+            }
+            let most = clients.iter().copied().max().unwrap_or(1) as u64 * a.batch as u64;
+            if k < most {
+                return Err(BenchError::Usage(format!(
+                    "--keys {k}: must be at least clients × batch ({most}), one request's keys per client"
+                )));
+            }
+        }
         if a.batch > 1 && protocols.contains(&Protocol::Http) {
             return Err(BenchError::Usage(
                 "--batch: batches are a binary-protocol request (walship::Client::put_batch); use --protocol binary".into(),
@@ -499,6 +519,9 @@ struct RunResult {
     value_size: usize,
     /// Records per request (`--batch`); `writes` counts records.
     batch: usize,
+    /// Distinct keys the run cycled through (`--keys`, rounded to whole requests
+    /// per client); None: every key new.
+    keys: Option<u64>,
     duration_s: f64,
     writes: u64,
     errors: u64,
@@ -1098,12 +1121,27 @@ enum Writer {
     Http(Box<http_load::HttpWriter>),
 }
 
+/// Records per request of a run over `protocol` (HTTP writes one per request).
+fn batch_of(args: &BenchOpts, protocol: Protocol) -> usize {
+    match protocol {
+        Protocol::Binary => args.batch,
+        Protocol::Http => 1,
+    }
+}
+
+/// With `--keys`, how many requests a client makes before it starts over on
+/// its first keys: its share of the keys in whole requests (at least one).
+fn key_cycle(keys: Option<u64>, clients: usize, batch: usize) -> Option<u64> {
+    keys.map(|k| (k / (clients.max(1) * batch.max(1)) as u64).max(1))
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn client_loop(
     mut writer: Writer,
     op: WriteOp,
     ack: AckLevel,
     batch: usize,
+    key_cycle: Option<u64>,
     value: Bytes,
     prefix: String,
     w: Window,
@@ -1126,7 +1164,9 @@ async fn client_loop(
         if start >= w.t1 {
             break;
         }
-        let key = format!("{prefix}-{seq}");
+        // Request `seq` writes keys `{prefix}-{n}` (`.{j}` in a batch), with `n`
+        // cycling over the client's share of `--keys`.
+        let key = format!("{prefix}-{}", key_cycle.map_or(seq, |c| seq % c));
         seq += 1;
         let binary = |r: Result<(), ClientError>| match r {
             Ok(()) => Ok(()),
@@ -1252,10 +1292,8 @@ async fn run_one(
             writer,
             spec.op,
             spec.ack,
-            match spec.protocol {
-                Protocol::Binary => args.batch,
-                Protocol::Http => 1,
-            },
+            batch_of(args, spec.protocol),
+            key_cycle(args.keys, spec.clients, batch_of(args, spec.protocol)),
             value.clone(),
             format!("b{tag:08x}-{i}"),
             w,
@@ -1381,6 +1419,8 @@ async fn run_one(
         connections,
         value_size: spec.value_size,
         batch: args.batch,
+        keys: key_cycle(args.keys, spec.clients, batch_of(args, spec.protocol))
+            .map(|c| c * (spec.clients * batch_of(args, spec.protocol)) as u64),
         duration_s: secs,
         writes: ok,
         errors,
@@ -1771,8 +1811,13 @@ fn print_bars(results: &[RunResult], floor: Option<&Floor>) {
             } else {
                 String::new()
             };
+            let keys = match (r.op, r.keys) {
+                (WriteOp::Put, Some(k)) => format!(" ({k} keys, overwritten)"),
+                (WriteOp::Put, None) => " (every key new)".to_string(),
+                (WriteOp::Append, _) => String::new(),
+            };
             lines.push(format!(
-                "{} 3n async {}c{batch} 4KiB {}: replicated {:.0} MB/s to both followers ({:.0} each; bar {REPL_MBPS_BAR}): {}",
+                "{} 3n async {}c{batch} 4KiB {}{keys}: replicated {:.0} MB/s to both followers ({:.0} each; bar {REPL_MBPS_BAR}): {}",
                 r.protocol.as_str(),
                 r.clients,
                 r.op.as_str(),

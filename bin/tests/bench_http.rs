@@ -161,6 +161,48 @@ async fn bench_op_append_writes_log_records_not_keys() {
     c.shutdown().await;
 }
 
+/// `--keys N` cycles each client over its share of N keys: the map grows by
+/// exactly the keys reported, however many writes the run made; `--keys` below
+/// clients × batch, or with `--op append`, is a usage error (exit 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bench_keys_bounds_the_key_space() {
+    let (c, l, dir) = token_cluster().await;
+    let good = dir.path().join("good");
+    let keys = c.shared(l).kv.read().len();
+    // 4 clients × batch 8: 2 requests per client before the keys repeat.
+    let (code, run) = bench_with(
+        c.url(l),
+        &good,
+        &dir.path().join("keys.json"),
+        &["--protocol", "binary", "--batch", "8", "--keys", "70"],
+    )
+    .await;
+    assert_eq!(code, 0, "{run}");
+    assert_eq!(run["errors"], 0, "{run}");
+    assert_eq!(run["keys"], 64, "{run}");
+    let writes = run["writes"].as_u64().expect("writes");
+    assert!(writes > 64, "the keys were overwritten: {run}");
+    let grown = c.shared(l).kv.read().len() - keys;
+    assert_eq!(grown, 64, "{run}");
+    let exe = env!("CARGO_BIN_EXE_walship");
+    for bad in [
+        &["--batch", "8", "--clients", "4", "--keys", "31"][..],
+        &["--op", "append", "--keys", "1000"][..],
+    ] {
+        let out = Command::new(exe)
+            .args(["bench", "--nodes", "1", "--quiet"])
+            .args(bad)
+            .output()
+            .expect("run walship bench");
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("--keys"),
+            "{bad:?}"
+        );
+    }
+    c.shutdown().await;
+}
+
 /// Run a `walship bench` command off the async threads; it must exit 0.
 async fn succeeds(mut cmd: Command) {
     let out = tokio::task::spawn_blocking(move || cmd.output())
