@@ -12,7 +12,7 @@
 //! * Bytes below `write_lsn` are never modified, by anyone, for as long as the
 //!   mapping lives. `truncate_after` does not rewrite the tail of the segment it
 //!   cuts: it writes the kept prefix into a fresh file and renames it over the old
-//!   one ([`Segment::create_with_prefix`]), so the old mapping keeps the old bytes;
+//!   one ([`Segment::prepare_replacement`]), so the old mapping keeps the old bytes;
 //!   `reset` only unlinks. This is what lets a [`crate::SharedPayload`] keep a
 //!   slice of the mapping as a value for as long as it likes. (Recovery zeroes a
 //!   torn tail in place, but it runs inside `Wal::open`, before anyone can read.)
@@ -173,6 +173,118 @@ fn fallocate(file: &File, path: &Path, len: u64) -> Result<(), WalError> {
     }
 }
 
+/// A segment file made under a temporary name, not yet renamed into place (see
+/// [`Segment::create`], [`Segment::prepare_replacement`]). Dropped without
+/// [`Prepared::install`], it removes its temporary file.
+pub(crate) struct Prepared {
+    start: u64,
+    size: u64,
+    path: PathBuf,
+    tmp: PathBuf,
+    /// Taken by `install`.
+    made: Option<(File, MmapRaw)>,
+}
+
+impl Prepared {
+    /// Tmp file, fallocate the full size, optional zero fill, `prefix` at offset
+    /// 0, fsync, map. On any failure the tmp file is removed.
+    fn new(
+        dir: &Path,
+        start: u64,
+        size: u64,
+        zero_fill: bool,
+        prefix: &[u8],
+    ) -> Result<Prepared, WalError> {
+        debug_assert!(prefix.len() as u64 <= size);
+        let path = dir.join(file_name(start));
+        let tmp = dir.join(format!("{}.tmp", file_name(start)));
+        let _ = std::fs::remove_file(&tmp);
+        fp::io(fp::SEGMENT_CREATE, &tmp).map_err(|e| WalError::io(&tmp, e))?;
+        let nospace_or_io = |e: std::io::Error| match e.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => WalError::NoSpace { path: path.clone() },
+            _ => WalError::io(&tmp, e),
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(nospace_or_io)?;
+        // Until the rename, a failure removes the tmp file (it may hold a whole
+        // segment's worth of allocated blocks) and leaves nothing else behind.
+        let made = (|file: File| -> Result<(File, MmapRaw), WalError> {
+            use std::os::unix::fs::FileExt;
+            fallocate(&file, &path, size)?;
+            if zero_fill {
+                fp::io(fp::SEGMENT_ZERO_FILL, &tmp).map_err(|e| WalError::io(&tmp, e))?;
+                let zeros = vec![0u8; 1 << 20];
+                let mut off = 0u64;
+                while off < size {
+                    let n = (size - off).min(zeros.len() as u64) as usize;
+                    file.write_all_at(&zeros[..n], off)
+                        .map_err(|e| WalError::io(&tmp, e))?;
+                    off += n as u64;
+                }
+            }
+            if !prefix.is_empty() {
+                file.write_all_at(prefix, 0).map_err(nospace_or_io)?;
+            }
+            fp::io(fp::SEGMENT_FSYNC, &tmp).map_err(|e| WalError::io(&tmp, e))?;
+            file.sync_all().map_err(|e| WalError::io(&tmp, e))?;
+            let map = map(&file, &tmp, size)?;
+            // Appended to from its start: no readahead (see `advise_append`).
+            advise(&map, &tmp, libc::MADV_RANDOM, "MADV_RANDOM");
+            Ok((file, map))
+        })(file);
+        match made {
+            Ok(m) => Ok(Prepared {
+                start,
+                size,
+                path,
+                tmp,
+                made: Some(m),
+            }),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    /// Rename the file into place (replacing any file of that name: its inode, and
+    /// any mapping of it, live on). The directory is not fsynced here: the caller
+    /// does it, and decides what a failure of that means.
+    pub fn install(mut self) -> Result<Segment, WalError> {
+        let renamed = fp::io(fp::SEGMENT_RENAME, &self.path)
+            .and_then(|()| std::fs::rename(&self.tmp, &self.path));
+        if let Err(e) = renamed {
+            // Drop removes the tmp file.
+            return Err(WalError::io(&self.path, e));
+        }
+        let Some((file, map)) = self.made.take() else {
+            return Err(WalError::InvalidArgument(
+                "segment already installed".into(),
+            ));
+        };
+        Ok(Segment {
+            start: self.start,
+            size: self.size,
+            path: self.path.clone(),
+            file,
+            map,
+            appending: parking_lot::Mutex::new(true),
+        })
+    }
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        if self.made.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
 impl Segment {
     /// Creates a new segment durably: tmp file, fallocate the full size, fsync,
     /// map (prefaulted), rename into place, fsync the directory. On a full disk
@@ -195,85 +307,8 @@ impl Segment {
         zero_fill: bool,
         populate: bool,
     ) -> Result<Segment, WalError> {
-        Segment::create_with_prefix(dir, start, size, zero_fill, populate, &[])
-    }
-
-    /// [`Segment::create`], with `prefix` written at offset 0 before the file is
-    /// fsynced and renamed into place: the file appears under its name complete
-    /// (prefix, then zeros) or not at all. A file of the same name is replaced
-    /// atomically by the rename (its inode, and any mapping of it, live on).
-    pub fn create_with_prefix(
-        dir: &Path,
-        start: u64,
-        size: u64,
-        zero_fill: bool,
-        populate: bool,
-        prefix: &[u8],
-    ) -> Result<Segment, WalError> {
-        debug_assert!(prefix.len() as u64 <= size);
-        let path = dir.join(file_name(start));
-        let tmp = dir.join(format!("{}.tmp", file_name(start)));
-        let _ = std::fs::remove_file(&tmp);
-        fp::io(fp::SEGMENT_CREATE, &tmp).map_err(|e| WalError::io(&tmp, e))?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::ENOSPC) | Some(libc::EDQUOT) => WalError::NoSpace { path: path.clone() },
-                _ => WalError::io(&tmp, e),
-            })?;
-        // Until the rename, a failure removes the tmp file (it may hold a whole
-        // segment's worth of allocated blocks) and leaves nothing else behind.
-        let prepared = (|file: File| -> Result<(File, MmapRaw), WalError> {
-            fallocate(&file, &path, size)?;
-            if zero_fill {
-                use std::os::unix::fs::FileExt;
-                fp::io(fp::SEGMENT_ZERO_FILL, &tmp).map_err(|e| WalError::io(&tmp, e))?;
-                let zeros = vec![0u8; 1 << 20];
-                let mut off = 0u64;
-                while off < size {
-                    let n = (size - off).min(zeros.len() as u64) as usize;
-                    file.write_all_at(&zeros[..n], off)
-                        .map_err(|e| WalError::io(&tmp, e))?;
-                    off += n as u64;
-                }
-            }
-            if !prefix.is_empty() {
-                use std::os::unix::fs::FileExt;
-                file.write_all_at(prefix, 0)
-                    .map_err(|e| match e.raw_os_error() {
-                        Some(libc::ENOSPC) | Some(libc::EDQUOT) => {
-                            WalError::NoSpace { path: path.clone() }
-                        }
-                        _ => WalError::io(&tmp, e),
-                    })?;
-            }
-            fp::io(fp::SEGMENT_FSYNC, &tmp).map_err(|e| WalError::io(&tmp, e))?;
-            file.sync_all().map_err(|e| WalError::io(&tmp, e))?;
-            let map = map(&file, &tmp, size)?;
-            // Appended to from its start: no readahead (see `advise_append`).
-            advise(&map, &tmp, libc::MADV_RANDOM, "MADV_RANDOM");
-            fp::io(fp::SEGMENT_RENAME, &path).map_err(|e| WalError::io(&path, e))?;
-            std::fs::rename(&tmp, &path).map_err(|e| WalError::io(&path, e))?;
-            Ok((file, map))
-        })(file);
-        let (file, map) = match prepared {
-            Ok(p) => p,
-            Err(e) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
-        };
-        let seg = Segment {
-            start,
-            size,
-            path: path.clone(),
-            file,
-            map,
-            appending: parking_lot::Mutex::new(true),
-        };
+        let p = Prepared::new(dir, start, size, zero_fill, &[])?;
+        let seg = p.install()?;
         if populate {
             seg.prefault_read(0);
         }
@@ -281,11 +316,27 @@ impl Segment {
         // cannot be made durable, it is not used (removed again) and nothing of the
         // log is affected; the next append that needs it tries again.
         if let Err(e) = sync_dir(dir) {
+            let path = seg.path.clone();
             drop(seg);
             let _ = std::fs::remove_file(&path);
             return Err(e);
         }
         Ok(seg)
+    }
+
+    /// The first step of replacing the segment starting at `start` (see
+    /// `Wal::truncate_after`): a new file under a temporary name holding `prefix`
+    /// at offset 0, then zeros, fully allocated, fsynced and mapped. Nothing of the
+    /// log changes until [`Prepared::install`]; a failure (`NoSpace` on a full disk)
+    /// or dropping it removes the temporary file.
+    pub fn prepare_replacement(
+        dir: &Path,
+        start: u64,
+        size: u64,
+        zero_fill: bool,
+        prefix: &[u8],
+    ) -> Result<Prepared, WalError> {
+        Prepared::new(dir, start, size, zero_fill, prefix)
     }
 
     /// Opens and maps an existing segment file, checking its size.

@@ -1332,7 +1332,11 @@ impl Wal {
     /// entries at or after `lsn` are dropped. Nothing already published is modified
     /// in place: a [`crate::SharedPayload`] or `RecordRef` from before the cut keeps
     /// its bytes, and readers notice the replacement (see `Inner::generation`).
-    /// Costs a copy of the kept part of the cut segment (at most one segment).
+    /// Costs a copy of the kept part of the cut segment (at most one segment), and
+    /// needs one segment of free disk space: the replacement is prepared before
+    /// anything changes, so a failure there (`NoSpace`, an I/O error) is returned
+    /// with the log unchanged and the WAL usable (retry later); a failure after it
+    /// poisons the WAL, as for every change of the log's files.
     pub fn truncate_after(&self, lsn: Lsn) -> Result<TruncateReport, WalError> {
         self.check_poisoned()?;
         let inner = &*self.inner;
@@ -1411,6 +1415,19 @@ impl Wal {
                 "cannot truncate at {lsn}: not a record boundary"
             )));
         }
+        // The cut segment is replaced, not rewritten: its kept prefix goes into a
+        // fresh file, prepared here before anything changes (a failure, e.g. a full
+        // disk, leaves the log as it was and is returned as is: the caller may retry)
+        // and renamed over the old one below. So every byte ever published in the
+        // old mapping stays as it was for whoever still maps it (shared payloads,
+        // readers), and the cut tail is gone from the file system once the rename is
+        // durable.
+        let keep = (lsn.0 - target.start) as usize;
+        // SAFETY: bytes below the cut are below the published write_lsn and never
+        // modified; the writer mutex is held.
+        let prefix = unsafe { &target.bytes()[..keep] };
+        let replacement =
+            Segment::prepare_replacement(&inner.dir, target.start, size, inner.zero_fill, prefix)?;
         // From here on the files change; a failure poisons the WAL.
         let res = (|| -> Result<(usize, Arc<Segment>), WalError> {
             w.drain(inner);
@@ -1427,23 +1444,10 @@ impl Wal {
                 }
             }
             segment::sync_dir(&inner.dir)?;
-            // The cut segment is replaced, not rewritten: its kept prefix goes into
-            // a fresh file renamed over it (durable before the rename), so every
-            // byte ever published in the old mapping stays as it was for whoever
-            // still maps it (shared payloads, readers), and the cut tail is gone
-            // from the file system the moment the rename is durable.
-            let keep = (lsn.0 - target.start) as usize;
-            // SAFETY: bytes below the cut are below the published write_lsn and
-            // never modified.
-            let prefix = unsafe { &target.bytes()[..keep] };
-            let fresh = Arc::new(Segment::create_with_prefix(
-                &inner.dir,
-                target.start,
-                size,
-                inner.zero_fill,
-                false,
-                prefix,
-            )?);
+            let fresh = Arc::new(replacement.install()?);
+            // A failed directory fsync after the rename poisons (the kept prefix
+            // is in the new file either way; never removed).
+            segment::sync_dir(&inner.dir)?;
             inner.segments.write().insert(fresh.start, fresh.clone());
             inner.generation.fetch_add(1, Ordering::Release);
             fresh.advise_append(lsn.0 - fresh.start);

@@ -141,14 +141,16 @@ fn failed_fdatasync_fails_every_group_commit_waiter() {
 #[test]
 fn failed_directory_or_history_fsync_poisons() {
     let s = FailScenario::setup();
-    // truncate_after: the fsync of the replacement for the cut segment
+    // truncate_after: the directory fsync after the replacement of the cut segment
+    // was renamed into place (the second directory fsync of a cut inside the last
+    // segment): poisoned, and the kept prefix is never removed.
     {
         let d = tempfile::tempdir().unwrap();
         let (w, _) = open(d.path());
         let recs = fill(&w, 1, 10, 100);
-        cfg(fp::SEGMENT_FSYNC, "return(EIO)");
+        cfg(fp::DIR_FSYNC, "1*off->return(EIO)");
         assert!(w.truncate_after(recs[5].0).is_err());
-        fail::remove(fp::SEGMENT_FSYNC);
+        fail::remove(fp::DIR_FSYNC);
         assert!(w.poison_cause().is_some());
         drop(w);
         let (w, _) = open(d.path());
@@ -195,6 +197,40 @@ fn failed_directory_or_history_fsync_poisons() {
         fail::remove(fp::DIR_FSYNC);
         assert!(w.poison_cause().is_some());
         assert!(is_poisoned(&w.append(2, 16, b"again").unwrap_err()));
+    }
+    s.teardown();
+}
+
+/// A cut whose replacement segment cannot be made (a full disk when it is
+/// allocated, a failed fsync of it) changes nothing: the error is returned, the
+/// WAL is not poisoned, no temporary file is left, every record is still there,
+/// and the same cut succeeds once the fault is gone.
+#[test]
+fn a_cut_that_cannot_prepare_its_replacement_changes_nothing() {
+    let s = FailScenario::setup();
+    for (name, action) in [
+        (fp::SEGMENT_FALLOCATE, "return(ENOSPC)"),
+        (fp::SEGMENT_FSYNC, "return(EIO)"),
+    ] {
+        let d = tempfile::tempdir().unwrap();
+        let (w, _) = open(d.path());
+        let recs = fill(&w, 1, 10, 100);
+        w.flush(w.write_lsn()).unwrap();
+        cfg(name, action);
+        let e = w.truncate_after(recs[5].0).unwrap_err();
+        fail::remove(name);
+        if name == fp::SEGMENT_FALLOCATE {
+            assert!(matches!(e, WalError::NoSpace { .. }), "{name}: {e}");
+        }
+        assert!(w.poison_cause().is_none(), "{name}: poisoned");
+        assert!(
+            leftovers(d.path()).is_empty(),
+            "{name}: {:?}",
+            leftovers(d.path())
+        );
+        assert_eq!(read_all(&w, Lsn(0)), recs, "{name}: records changed");
+        w.truncate_after(recs[5].0).unwrap();
+        assert_eq!(read_all(&w, Lsn(0)), recs[..5].to_vec(), "{name}");
     }
     s.teardown();
 }
