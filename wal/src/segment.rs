@@ -12,7 +12,7 @@
 //! * Bytes below `write_lsn` are never modified, by anyone, for as long as the
 //!   mapping lives. `truncate_after` does not rewrite the tail of the segment it
 //!   cuts: it writes the kept prefix into a fresh file and renames it over the old
-//!   one ([`Segment::prepare_replacement`]), so the old mapping keeps the old bytes;
+//!   one ([`Prepared::new`]), so the old mapping keeps the old bytes;
 //!   `reset` only unlinks. This is what lets a [`crate::SharedPayload`] keep a
 //!   slice of the mapping as a value for as long as it likes. (Recovery zeroes a
 //!   torn tail in place, but it runs inside `Wal::open`, before anyone can read.)
@@ -174,7 +174,7 @@ fn fallocate(file: &File, path: &Path, len: u64) -> Result<(), WalError> {
 }
 
 /// A segment file made under a temporary name, not yet renamed into place (see
-/// [`Segment::create`], [`Segment::prepare_replacement`]). Dropped without
+/// [`Segment::create`], [`Prepared::new`]). Dropped without
 /// [`Prepared::install`], it removes its temporary file.
 pub(crate) struct Prepared {
     start: u64,
@@ -187,8 +187,11 @@ pub(crate) struct Prepared {
 
 impl Prepared {
     /// Tmp file, fallocate the full size, optional zero fill, `prefix` at offset
-    /// 0, fsync, map. On any failure the tmp file is removed.
-    fn new(
+    /// 0, fsync, map. On any failure the tmp file is removed. Also the first step of
+    /// replacing the segment starting at `start` (`Wal::truncate_after`): nothing of
+    /// the log changes until [`Prepared::install`]; a failure (`NoSpace` on a full
+    /// disk) or dropping it removes the temporary file.
+    pub fn new(
         dir: &Path,
         start: u64,
         size: u64,
@@ -322,21 +325,6 @@ impl Segment {
             return Err(e);
         }
         Ok(seg)
-    }
-
-    /// The first step of replacing the segment starting at `start` (see
-    /// `Wal::truncate_after`): a new file under a temporary name holding `prefix`
-    /// at offset 0, then zeros, fully allocated, fsynced and mapped. Nothing of the
-    /// log changes until [`Prepared::install`]; a failure (`NoSpace` on a full disk)
-    /// or dropping it removes the temporary file.
-    pub fn prepare_replacement(
-        dir: &Path,
-        start: u64,
-        size: u64,
-        zero_fill: bool,
-        prefix: &[u8],
-    ) -> Result<Prepared, WalError> {
-        Prepared::new(dir, start, size, zero_fill, prefix)
     }
 
     /// Opens and maps an existing segment file, checking its size.

@@ -1427,7 +1427,7 @@ impl Wal {
         // modified; the writer mutex is held.
         let prefix = unsafe { &target.bytes()[..keep] };
         let replacement =
-            Segment::prepare_replacement(&inner.dir, target.start, size, inner.zero_fill, prefix)?;
+            segment::Prepared::new(&inner.dir, target.start, size, inner.zero_fill, prefix)?;
         // From here on the files change; a failure poisons the WAL.
         let res = (|| -> Result<(usize, Arc<Segment>), WalError> {
             w.drain(inner);
